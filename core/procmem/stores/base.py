@@ -1,0 +1,301 @@
+"""The store contract every backend implements, after LangGraph's ``BaseStore``.
+
+A backend implements the abstract methods below; their ``a``-prefixed async twins are provided
+here and run the sync method in a worker thread, so they never block the event loop. One shared
+contract test suite (``tests/unit/test_store_contract.py``) runs against every backend.
+
+A store holds:
+
+* procedures, with every kept version (``versions``) and an embedding per procedure;
+* usages: past requests and the procedure that served them, with the request's embedding;
+* outcomes: the log of executions and reported results;
+* sessions: logged sessions of actions, from which the learner is rebuilt by replay.
+
+Stores never compute embeddings: the caller (``ProceduralMemory``) passes them in, and the
+store checks their dimension against the one it was created with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, TypeVar
+
+import numpy as np
+
+from procmem.types import Outcome, Procedure, ProcedureVersion, SessionRecord, Usage
+
+__all__ = ["ProcedureStore", "SearchFilter"]
+
+T = TypeVar("T")
+
+
+class SearchFilter(dict):
+    """Filters shared by ``list``, ``vector_search`` and ``lexical_search``.
+
+    Keys (all optional): ``namespace`` (str), ``kinds`` (list of kind values), ``tags`` (list;
+    a procedure matches when it has all of them), ``category`` (``metadata["category"]``).
+    """
+
+
+class ProcedureStore(ABC):
+    """Abstract store of procedures, usages, outcomes and sessions.
+
+    Args:
+        max_versions: How many versions to keep per procedure (None keeps all).
+    """
+
+    max_versions: int | None = None
+
+    # ------------------------------------------------------------------ procedures
+    @abstractmethod
+    def put(
+        self,
+        procedures: Sequence[Procedure],
+        embeddings: np.ndarray | None = None,
+        *,
+        note: str = "",
+    ) -> list[Procedure]:
+        """Insert or update procedures in one transaction.
+
+        A procedure whose id exists becomes a new version (its version number is the stored
+        one plus one) and the previous version is kept; a new id starts at version 1.
+
+        Args:
+            procedures: The records to write.
+            embeddings: ``(n, dim)`` float32 unit vectors, one per procedure, or None to keep
+                the stored vectors (updates) / store none (inserts).
+            note: Why the versions were written (``"created"``, ``"updated"``...).
+
+        Returns:
+            The records as stored, with their version numbers.
+
+        Raises:
+            EmbeddingDimensionError: The vectors have the wrong shape.
+            StorageError: The write failed; nothing was written.
+        """
+
+    @abstractmethod
+    def get(self, procedure_id: str) -> Procedure:
+        """Return the current version of a procedure.
+
+        Raises:
+            ProcedureNotFoundError: No procedure has this id.
+        """
+
+    @abstractmethod
+    def get_many(self, procedure_ids: Sequence[str]) -> dict[str, Procedure]:
+        """Return the procedures that exist among ``procedure_ids``, keyed by id."""
+
+    @abstractmethod
+    def list(
+        self,
+        *,
+        namespace: str | None = None,
+        kinds: Sequence[str] | None = None,
+        tags: Sequence[str] | None = None,
+        category: str | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[Procedure]:
+        """List procedures matching the filters, oldest first."""
+
+    @abstractmethod
+    def count(self, *, namespace: str | None = None) -> int:
+        """Number of procedures (in a namespace, or in all)."""
+
+    @abstractmethod
+    def update_counters(
+        self,
+        procedure_id: str,
+        *,
+        access_count: int | None = None,
+        last_accessed: Any = None,
+        importance: float | None = None,
+    ) -> Procedure:
+        """Update usage counters in place, without writing a new version.
+
+        Raises:
+            ProcedureNotFoundError: No procedure has this id.
+        """
+
+    @abstractmethod
+    def touch(self, procedure_ids: Sequence[str]) -> None:
+        """Count one access for each procedure (access count + 1, last accessed = now)."""
+
+    @abstractmethod
+    def delete(self, procedure_id: str) -> bool:
+        """Delete a procedure, its versions, embedding, usages and outcomes.
+
+        Returns:
+            True if it existed.
+        """
+
+    @abstractmethod
+    def clear(self, namespace: str) -> int:
+        """Delete everything stored in one namespace (procedures, usages, sessions).
+
+        Args:
+            namespace: The namespace to clear; required, so clearing is always scoped.
+
+        Returns:
+            Number of procedures deleted.
+        """
+
+    @abstractmethod
+    def versions(self, procedure_id: str) -> list[ProcedureVersion]:
+        """Return the kept versions of a procedure, oldest first.
+
+        Raises:
+            ProcedureNotFoundError: No procedure has this id.
+        """
+
+    @abstractmethod
+    def get_embeddings(self, procedure_ids: Sequence[str]) -> np.ndarray:
+        """Return ``(n, dim)`` float32 vectors of the procedures, zero rows where none is stored."""
+
+    # ------------------------------------------------------------------ search
+    @abstractmethod
+    def vector_search(
+        self,
+        vector: np.ndarray,
+        *,
+        k: int = 10,
+        namespace: str | None = None,
+        kinds: Sequence[str] | None = None,
+        tags: Sequence[str] | None = None,
+    ) -> list[tuple[str, float]]:
+        """Exact nearest procedures by cosine similarity.
+
+        Args:
+            vector: ``(dim,)`` float32 unit query vector.
+            k: How many to return.
+
+        Returns:
+            ``(procedure_id, cosine)`` pairs, best first.
+        """
+
+    @abstractmethod
+    def lexical_search(
+        self,
+        text: str,
+        *,
+        k: int = 10,
+        namespace: str | None = None,
+        kinds: Sequence[str] | None = None,
+        tags: Sequence[str] | None = None,
+    ) -> list[tuple[str, float]]:
+        """Lexical search ranked by BM25 (Robertson & Zaragoza 2009).
+
+        Returns:
+            ``(procedure_id, bm25)`` pairs, best first; bm25 > 0, higher is better.
+        """
+
+    # ------------------------------------------------------------------ usages, outcomes
+    @abstractmethod
+    def add_usages(self, usages: Sequence[Usage], embeddings: np.ndarray) -> None:
+        """Store past requests with their ``(n, dim)`` query embeddings."""
+
+    @abstractmethod
+    def usage_search(
+        self, vector: np.ndarray, *, k: int = 20, namespace: str | None = None
+    ) -> list[tuple[Usage, float]]:
+        """Return the ``k`` past requests most similar to ``vector``: ``(usage, cosine)``."""
+
+    @abstractmethod
+    def count_usages(self, *, namespace: str | None = None) -> int:
+        """Number of stored usages."""
+
+    @abstractmethod
+    def record_outcome(self, outcome: Outcome) -> Procedure:
+        """Append an outcome to the log and update the procedure's stats, atomically.
+
+        Raises:
+            ProcedureNotFoundError: No procedure has this id.
+        """
+
+    @abstractmethod
+    def outcomes(self, procedure_id: str, *, limit: int | None = None) -> list[Outcome]:
+        """Return the logged outcomes of a procedure, newest first."""
+
+    # ------------------------------------------------------------------ sessions
+    @abstractmethod
+    def add_sessions(self, sessions: Sequence[SessionRecord]) -> int:
+        """Append sessions; one whose (namespace, session_id) is stored already is skipped.
+
+        Returns:
+            How many were added.
+        """
+
+    @abstractmethod
+    def iter_sessions(self, *, namespace: str | None = None) -> Iterator[SessionRecord]:
+        """Yield stored sessions in the order they were added."""
+
+    @abstractmethod
+    def count_sessions(self, *, namespace: str | None = None) -> int:
+        """Number of stored sessions."""
+
+    @abstractmethod
+    def has_session(self, session_id: str, *, namespace: str = "default") -> bool:
+        """Whether a session with this id is stored in the namespace."""
+
+    # ------------------------------------------------------------------ lifecycle
+    def namespaces(self) -> list[str]:
+        """Return the namespaces that hold procedures."""
+        return sorted({p.namespace for p in self.list()})
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release resources (connections, clients)."""
+
+    def __enter__(self) -> ProcedureStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ async twins
+    async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, functools.partial(fn, *args, **kwargs))
+
+    async def aput(self, procedures: Sequence[Procedure], embeddings: np.ndarray | None = None, *, note: str = "") -> list[Procedure]:
+        """Async twin of :meth:`put`."""
+        return await self._run(self.put, procedures, embeddings, note=note)
+
+    async def aget(self, procedure_id: str) -> Procedure:
+        """Async twin of :meth:`get`."""
+        return await self._run(self.get, procedure_id)
+
+    async def alist(self, **filters: Any) -> list[Procedure]:
+        """Async twin of :meth:`list`."""
+        return await self._run(self.list, **filters)
+
+    async def adelete(self, procedure_id: str) -> bool:
+        """Async twin of :meth:`delete`."""
+        return await self._run(self.delete, procedure_id)
+
+    async def aclear(self, namespace: str) -> int:
+        """Async twin of :meth:`clear`."""
+        return await self._run(self.clear, namespace)
+
+    async def aversions(self, procedure_id: str) -> list[ProcedureVersion]:
+        """Async twin of :meth:`versions`."""
+        return await self._run(self.versions, procedure_id)
+
+    async def avector_search(self, vector: np.ndarray, **kwargs: Any) -> list[tuple[str, float]]:
+        """Async twin of :meth:`vector_search`."""
+        return await self._run(self.vector_search, vector, **kwargs)
+
+    async def alexical_search(self, text: str, **kwargs: Any) -> list[tuple[str, float]]:
+        """Async twin of :meth:`lexical_search`."""
+        return await self._run(self.lexical_search, text, **kwargs)
+
+    async def arecord_outcome(self, outcome: Outcome) -> Procedure:
+        """Async twin of :meth:`record_outcome`."""
+        return await self._run(self.record_outcome, outcome)
+
+    async def aadd_sessions(self, sessions: Iterable[SessionRecord]) -> int:
+        """Async twin of :meth:`add_sessions`."""
+        return await self._run(self.add_sessions, list(sessions))

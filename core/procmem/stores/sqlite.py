@@ -1,0 +1,731 @@
+"""The embedded default store: one SQLite file (WAL, FTS5, forward migrations).
+
+* Every write runs in one ``BEGIN IMMEDIATE`` transaction: all of it lands or none of it.
+* WAL journal and a busy timeout let several threads and processes share one file.
+* ``PRAGMA application_id`` marks the file as procmem's and ``PRAGMA user_version`` holds the
+  schema version; older files are migrated forward in a transaction, newer ones are refused.
+* A corrupt or foreign file raises :class:`~procmem.errors.CorruptStoreError` and is left
+  untouched (seed 002 silently fell back to an empty store, which loses data on the next save).
+* Lexical search uses SQLite's FTS5 ``bm25()``; dense search an exact in-memory matrix that is
+  loaded lazily and refreshed when another connection commits (``PRAGMA data_version``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from procmem.errors import (
+    ConfigurationError,
+    CorruptStoreError,
+    EmbeddingDimensionError,
+    ProcedureNotFoundError,
+    SchemaVersionError,
+    StorageError,
+)
+from procmem.stores._vectors import VectorIndex
+from procmem.stores.base import ProcedureStore
+from procmem.types import Outcome, Procedure, ProcedureVersion, SessionRecord, Usage, utcnow
+
+__all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "SQLiteStore"]
+
+APPLICATION_ID = 0x50524D4D  # "PRMM"
+SCHEMA_VERSION = 1
+
+_MIGRATIONS: dict[int, str] = {
+    # version -> SQL that brings a store from version-1 to version
+    1: """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE procedures (
+        rowid INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        namespace TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        category TEXT,
+        version INTEGER NOT NULL,
+        record TEXT NOT NULL,
+        embedding BLOB,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE INDEX procedures_ns ON procedures(namespace, kind);
+    CREATE TABLE procedure_tags (
+        procedure_rowid INTEGER NOT NULL REFERENCES procedures(rowid) ON DELETE CASCADE,
+        tag TEXT NOT NULL,
+        PRIMARY KEY (procedure_rowid, tag)
+    );
+    CREATE INDEX procedure_tags_tag ON procedure_tags(tag);
+    CREATE TABLE versions (
+        procedure_id TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        record TEXT NOT NULL,
+        note TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (procedure_id, version)
+    );
+    CREATE VIRTUAL TABLE procedures_fts USING fts5(
+        name, description, triggers, steps, tags, tokenize = 'porter unicode61'
+    );
+    CREATE TABLE usages (
+        rowid INTEGER PRIMARY KEY,
+        namespace TEXT NOT NULL,
+        query TEXT NOT NULL,
+        procedure_id TEXT NOT NULL,
+        success INTEGER NOT NULL,
+        timestamp TEXT NOT NULL,
+        embedding BLOB NOT NULL
+    );
+    CREATE INDEX usages_proc ON usages(procedure_id);
+    CREATE TABLE outcomes (
+        rowid INTEGER PRIMARY KEY,
+        procedure_id TEXT NOT NULL,
+        record TEXT NOT NULL
+    );
+    CREATE INDEX outcomes_proc ON outcomes(procedure_id);
+    CREATE TABLE sessions (
+        rowid INTEGER PRIMARY KEY,
+        namespace TEXT NOT NULL,
+        session_id TEXT NOT NULL,
+        record TEXT NOT NULL,
+        UNIQUE (namespace, session_id)
+    );
+    """,
+}
+
+_FTS_TOKEN = re.compile(r"\w+", re.UNICODE)
+
+
+def _default_path() -> Path:
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("procmem", appauthor=False)) / "procmem.sqlite3"
+
+
+def _blob(vec: np.ndarray) -> bytes:
+    return np.asarray(vec, dtype=np.float32).tobytes()
+
+
+class SQLiteStore(ProcedureStore):
+    """Procedures, versions, usages, outcomes and sessions in one SQLite file.
+
+    Args:
+        path: The database file; None for the default under the platform data dir
+            (e.g. ``~/.local/share/procmem/procmem.sqlite3``); ``":memory:"`` for a private
+            in-memory database. Parent directories are created.
+        max_versions: Versions kept per procedure (None keeps all, the default).
+        busy_timeout: Seconds to wait for another writer's lock before failing.
+        embedding_model: Name of the model whose vectors this store holds; recorded on first
+            write, and a different name later raises :class:`ConfigurationError`.
+
+    Raises:
+        CorruptStoreError: The file is not a SQLite database, or not a procmem store.
+        SchemaVersionError: The file was written by a newer procmem.
+    """
+
+    def __init__(
+        self,
+        path: str | Path | None = None,
+        *,
+        max_versions: int | None = None,
+        busy_timeout: float = 30.0,
+        embedding_model: str | None = None,
+    ) -> None:
+        if max_versions is not None and (not isinstance(max_versions, int) or max_versions < 1):
+            raise ConfigurationError(f"max_versions must be None or an int >= 1, got {max_versions!r}")
+        if path is None:
+            path = _default_path()
+        self.path = str(path)
+        self.max_versions = max_versions
+        self._lock = threading.RLock()
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._conn = sqlite3.connect(
+                self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+            )
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot open store at {self.path!r}: {exc}") from exc
+        self._conn.row_factory = sqlite3.Row
+        self._open(busy_timeout)
+        self._vectors: VectorIndex | None = None
+        self._usage_vectors: VectorIndex | None = None
+        self._usage_rows: dict[str, tuple[str, str, int, str, str]] = {}
+        self._ns_codes: dict[str, int] = {}
+        self._data_version = self._pragma("data_version")
+        self._embedding_model = embedding_model
+        if embedding_model is not None:
+            self._check_model(embedding_model)
+
+    # ------------------------------------------------------------------ opening
+    def _pragma(self, name: str) -> Any:
+        return self._conn.execute(f"PRAGMA {name}").fetchone()[0]
+
+    def _open(self, busy_timeout: float) -> None:
+        try:
+            self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+            app_id = self._pragma("application_id")
+            version = self._pragma("user_version")
+            tables = self._conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        except sqlite3.DatabaseError as exc:
+            raise CorruptStoreError(
+                f"{self.path!r} is not a readable SQLite database ({exc}); it was left untouched"
+            ) from exc
+        if tables and app_id != APPLICATION_ID:
+            raise CorruptStoreError(
+                f"{self.path!r} is a SQLite database but not a procmem store "
+                f"(application_id {app_id:#x}); it was left untouched"
+            )
+        if version > SCHEMA_VERSION:
+            raise SchemaVersionError(
+                f"{self.path!r} has schema version {version}, newer than this procmem "
+                f"supports ({SCHEMA_VERSION}); upgrade procmem"
+            )
+        try:
+            if self.path != ":memory:":
+                mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                if str(mode).lower() != "wal":  # pragma: no cover - e.g. network filesystems
+                    self._conn.execute("PRAGMA journal_mode = DELETE")
+            self._conn.execute("PRAGMA synchronous = NORMAL" if self.path == ":memory:" else "PRAGMA synchronous = FULL")
+            self._conn.execute("PRAGMA foreign_keys = ON")
+            if version < SCHEMA_VERSION:
+                self._migrate(version)
+        except sqlite3.DatabaseError as exc:
+            raise CorruptStoreError(f"{self.path!r} could not be opened: {exc}") from exc
+
+    def _migrate(self, from_version: int) -> None:
+        with self._tx() as cur:
+            # Re-check under the write lock: another process may have migrated meanwhile.
+            current = cur.execute("PRAGMA user_version").fetchone()[0]
+            for v in range(current + 1, SCHEMA_VERSION + 1):
+                for stmt in _MIGRATIONS[v].split(";"):
+                    if stmt.strip():
+                        cur.execute(stmt)
+            cur.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            cur.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Cursor]:
+        with self._lock:
+            cur = self._conn.cursor()
+            try:
+                cur.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                raise StorageError(f"could not start a write on {self.path!r}: {exc}") from exc
+            try:
+                yield cur
+            except BaseException:
+                self._conn.rollback()
+                raise
+            else:
+                try:
+                    cur.execute("COMMIT")
+                except sqlite3.Error as exc:
+                    self._conn.rollback()
+                    raise StorageError(f"commit failed on {self.path!r}: {exc}") from exc
+            finally:
+                cur.close()
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            try:
+                return self._conn.execute(sql, params).fetchall()
+            except sqlite3.DatabaseError as exc:
+                raise StorageError(f"read failed on {self.path!r}: {exc}") from exc
+
+    def _check_model(self, name: str) -> None:
+        rows = self._read("SELECT value FROM meta WHERE key = 'embedding_model'")
+        if rows and rows[0]["value"] != name:
+            raise ConfigurationError(
+                f"this store holds vectors of embedding model {rows[0]['value']!r}, "
+                f"not {name!r}; open it with the same embedder or re-embed"
+            )
+
+    def close(self) -> None:
+        """Close the connection."""
+        with self._lock:
+            self._conn.close()
+
+    # ------------------------------------------------------------------ caches
+    def _ns_code(self, namespace: str) -> int:
+        code = self._ns_codes.get(namespace)
+        if code is None:
+            code = len(self._ns_codes)
+            self._ns_codes[namespace] = code
+        return code
+
+    def _refresh(self) -> None:
+        """Drop in-memory vector caches when another connection committed."""
+        dv = self._pragma("data_version")
+        if dv != self._data_version:
+            self._data_version = dv
+            self._vectors = None
+            self._usage_vectors = None
+
+    def _proc_index(self) -> VectorIndex:
+        with self._lock:
+            self._refresh()
+            if self._vectors is None:
+                dim = self._stored_dim()
+                index = VectorIndex(dim)
+                rows = self._conn.execute(
+                    "SELECT id, namespace, embedding FROM procedures WHERE embedding IS NOT NULL"
+                ).fetchall()
+                if rows:
+                    mat = np.frombuffer(b"".join(r["embedding"] for r in rows), dtype=np.float32)
+                    index.upsert([r["id"] for r in rows], mat.reshape(len(rows), -1),
+                                 [self._ns_code(r["namespace"]) for r in rows])
+                self._vectors = index
+            return self._vectors
+
+    def _usage_index(self) -> VectorIndex:
+        with self._lock:
+            self._refresh()
+            if self._usage_vectors is None:
+                index = VectorIndex(self._stored_dim())
+                self._usage_rows = {}
+                rows = self._conn.execute(
+                    "SELECT rowid, namespace, query, procedure_id, success, timestamp, embedding FROM usages"
+                ).fetchall()
+                if rows:
+                    mat = np.frombuffer(b"".join(r["embedding"] for r in rows), dtype=np.float32)
+                    index.upsert([str(r["rowid"]) for r in rows], mat.reshape(len(rows), -1),
+                                 [self._ns_code(r["namespace"]) for r in rows])
+                    for r in rows:
+                        self._usage_rows[str(r["rowid"])] = (
+                            r["namespace"], r["query"], r["success"], r["procedure_id"], r["timestamp"]
+                        )
+                self._usage_vectors = index
+            return self._usage_vectors
+
+    def _stored_dim(self) -> int | None:
+        rows = self._conn.execute("SELECT value FROM meta WHERE key = 'embedding_dim'").fetchall()
+        return int(rows[0][0]) if rows else None
+
+    def _ensure_dim(self, cur: sqlite3.Cursor, vectors: np.ndarray, n: int) -> np.ndarray:
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if vectors.ndim != 2 or vectors.shape[0] != n:
+            raise EmbeddingDimensionError(
+                f"embeddings must have shape ({n}, dim), got {tuple(vectors.shape)}"
+            )
+        if not np.all(np.isfinite(vectors)):
+            raise EmbeddingDimensionError("embeddings contain NaN or infinite values")
+        row = cur.execute("SELECT value FROM meta WHERE key = 'embedding_dim'").fetchone()
+        if row is None:
+            cur.execute("INSERT INTO meta VALUES ('embedding_dim', ?)", (str(vectors.shape[1]),))
+            if self._embedding_model:
+                cur.execute(
+                    "INSERT OR REPLACE INTO meta VALUES ('embedding_model', ?)", (self._embedding_model,)
+                )
+        elif int(row[0]) != vectors.shape[1]:
+            raise EmbeddingDimensionError(
+                f"embeddings have dimension {vectors.shape[1]} but this store holds dimension {row[0]}"
+            )
+        return vectors
+
+    # ------------------------------------------------------------------ procedures
+    @staticmethod
+    def _fts_row(p: Procedure) -> tuple[str, str, str, str, str]:
+        return (
+            p.name.replace("_", " "),
+            p.description,
+            " ; ".join(p.triggers),
+            " ; ".join(s.action for s in p.steps),
+            " ".join(p.tags),
+        )
+
+    def put(self, procedures: Sequence[Procedure], embeddings: np.ndarray | None = None, *, note: str = "") -> list[Procedure]:
+        """Insert or update procedures in one transaction; see :meth:`ProcedureStore.put`."""
+        procedures = list(procedures)
+        if not procedures:
+            return []
+        stored: list[Procedure] = []
+        index_updates: list[tuple[str, np.ndarray, str]] = []
+        with self._tx() as cur:
+            vecs = None if embeddings is None else self._ensure_dim(cur, embeddings, len(procedures))
+            now = utcnow()
+            for i, proc in enumerate(procedures):
+                old = cur.execute(
+                    "SELECT rowid, version, created_at FROM procedures WHERE id = ?", (proc.id,)
+                ).fetchone()
+                if old is None:
+                    rec = proc.model_copy(update={"version": 1, "updated_at": now})
+                    rec = Procedure.model_validate(rec.model_dump())
+                    cur.execute(
+                        "INSERT INTO procedures (id, namespace, kind, category, version, record, embedding,"
+                        " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (rec.id, rec.namespace, rec.kind.value, _category(rec), 1, rec.model_dump_json(),
+                         None if vecs is None else _blob(vecs[i]), rec.created_at.isoformat(),
+                         rec.updated_at.isoformat()),
+                    )
+                    rowid = cur.lastrowid
+                    version_note = note or "created"
+                else:
+                    rowid = old["rowid"]
+                    rec = proc.model_copy(update={"version": old["version"] + 1, "updated_at": now,
+                                                  "created_at": datetime.fromisoformat(old["created_at"])})
+                    rec = Procedure.model_validate(rec.model_dump())
+                    if vecs is None:
+                        cur.execute(
+                            "UPDATE procedures SET namespace=?, kind=?, category=?, version=?, record=?,"
+                            " updated_at=? WHERE rowid=?",
+                            (rec.namespace, rec.kind.value, _category(rec), rec.version,
+                             rec.model_dump_json(), rec.updated_at.isoformat(), rowid),
+                        )
+                    else:
+                        cur.execute(
+                            "UPDATE procedures SET namespace=?, kind=?, category=?, version=?, record=?,"
+                            " embedding=?, updated_at=? WHERE rowid=?",
+                            (rec.namespace, rec.kind.value, _category(rec), rec.version,
+                             rec.model_dump_json(), _blob(vecs[i]), rec.updated_at.isoformat(), rowid),
+                        )
+                    cur.execute("DELETE FROM procedures_fts WHERE rowid = ?", (rowid,))
+                    cur.execute("DELETE FROM procedure_tags WHERE procedure_rowid = ?", (rowid,))
+                    version_note = note or "updated"
+                cur.execute(
+                    "INSERT INTO procedures_fts (rowid, name, description, triggers, steps, tags)"
+                    " VALUES (?, ?, ?, ?, ?, ?)", (rowid, *self._fts_row(rec)),
+                )
+                cur.executemany(
+                    "INSERT OR IGNORE INTO procedure_tags VALUES (?, ?)", [(rowid, t) for t in rec.tags]
+                )
+                cur.execute(
+                    "INSERT OR REPLACE INTO versions VALUES (?, ?, ?, ?, ?)",
+                    (rec.id, rec.version, rec.model_dump_json(), version_note, now.isoformat()),
+                )
+                if self.max_versions is not None:
+                    cur.execute(
+                        "DELETE FROM versions WHERE procedure_id = ? AND version <= ?",
+                        (rec.id, rec.version - self.max_versions),
+                    )
+                if vecs is not None:
+                    index_updates.append((rec.id, vecs[i], rec.namespace))
+                stored.append(rec)
+            self._data_version_after_write(index_updates)
+        return stored
+
+    def _data_version_after_write(self, updates: list[tuple[str, np.ndarray, str]]) -> None:
+        # Our own commits do not change PRAGMA data_version, so keep the cache in step by hand.
+        if self._vectors is not None and updates:
+            self._vectors.upsert([u[0] for u in updates], np.stack([u[1] for u in updates]),
+                                 [self._ns_code(u[2]) for u in updates])
+
+    def get(self, procedure_id: str) -> Procedure:
+        """Return the current version; see :meth:`ProcedureStore.get`."""
+        rows = self._read("SELECT record FROM procedures WHERE id = ?", (procedure_id,))
+        if not rows:
+            raise ProcedureNotFoundError(f"no procedure with id {procedure_id!r}")
+        return Procedure.model_validate_json(rows[0]["record"])
+
+    def get_many(self, procedure_ids: Sequence[str]) -> dict[str, Procedure]:
+        """Return the existing procedures among ``procedure_ids``, keyed by id."""
+        out: dict[str, Procedure] = {}
+        ids = list(dict.fromkeys(procedure_ids))
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            for r in self._read(f"SELECT record FROM procedures WHERE id IN ({marks})", chunk):
+                p = Procedure.model_validate_json(r["record"])
+                out[p.id] = p
+        return out
+
+    def _where(self, namespace: str | None, kinds: Sequence[str] | None, tags: Sequence[str] | None,
+               category: str | None = None) -> tuple[str, list[Any]]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        if namespace is not None:
+            clauses.append("p.namespace = ?")
+            params.append(namespace)
+        if kinds:
+            kinds = [getattr(k, "value", k) for k in kinds]
+            clauses.append(f"p.kind IN ({','.join('?' * len(kinds))})")
+            params.extend(kinds)
+        if category is not None:
+            clauses.append("p.category = ?")
+            params.append(category)
+        for tag in tags or ():
+            clauses.append("EXISTS (SELECT 1 FROM procedure_tags t WHERE t.procedure_rowid = p.rowid AND t.tag = ?)")
+            params.append(tag)
+        return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+    def list(self, *, namespace: str | None = None, kinds: Sequence[str] | None = None,
+             tags: Sequence[str] | None = None, category: str | None = None,
+             limit: int | None = None, offset: int = 0) -> list[Procedure]:
+        """List procedures matching the filters, oldest first."""
+        where, params = self._where(namespace, kinds, tags, category)
+        sql = f"SELECT p.record FROM procedures p{where} ORDER BY p.rowid"
+        if limit is not None:
+            sql += " LIMIT ? OFFSET ?"
+            params += [int(limit), int(offset)]
+        elif offset:
+            sql += " LIMIT -1 OFFSET ?"
+            params.append(int(offset))
+        return [Procedure.model_validate_json(r["record"]) for r in self._read(sql, params)]
+
+    def count(self, *, namespace: str | None = None) -> int:
+        """Number of procedures (in a namespace, or in all)."""
+        where, params = self._where(namespace, None, None)
+        return int(self._read(f"SELECT count(*) FROM procedures p{where}", params)[0][0])
+
+    def namespaces(self) -> list[str]:
+        """Return the namespaces that hold procedures."""
+        return [r[0] for r in self._read("SELECT DISTINCT namespace FROM procedures ORDER BY 1")]
+
+    def _rewrite_record(self, cur: sqlite3.Cursor, rec: Procedure) -> None:
+        cur.execute("UPDATE procedures SET record = ? WHERE id = ?", (rec.model_dump_json(), rec.id))
+
+    def _load_for_update(self, cur: sqlite3.Cursor, procedure_id: str) -> Procedure:
+        row = cur.execute("SELECT record FROM procedures WHERE id = ?", (procedure_id,)).fetchone()
+        if row is None:
+            raise ProcedureNotFoundError(f"no procedure with id {procedure_id!r}")
+        return Procedure.model_validate_json(row["record"])
+
+    def update_counters(self, procedure_id: str, *, access_count: int | None = None,
+                        last_accessed: Any = None, importance: float | None = None) -> Procedure:
+        """Update usage counters in place; see :meth:`ProcedureStore.update_counters`."""
+        with self._tx() as cur:
+            rec = self._load_for_update(cur, procedure_id)
+            update: dict[str, Any] = {}
+            if access_count is not None:
+                update["access_count"] = access_count
+            if last_accessed is not None:
+                update["last_accessed"] = last_accessed
+            if importance is not None:
+                update["importance"] = importance
+            rec = Procedure.model_validate({**rec.model_dump(), **update})
+            self._rewrite_record(cur, rec)
+        return rec
+
+    def touch(self, procedure_ids: Sequence[str]) -> None:
+        """Count one access for each procedure."""
+        if not procedure_ids:
+            return
+        now = utcnow()
+        with self._tx() as cur:
+            for pid in dict.fromkeys(procedure_ids):
+                row = cur.execute("SELECT record FROM procedures WHERE id = ?", (pid,)).fetchone()
+                if row is None:
+                    continue
+                rec = Procedure.model_validate_json(row["record"])
+                rec = rec.model_copy(update={"access_count": rec.access_count + 1, "last_accessed": now})
+                self._rewrite_record(cur, rec)
+
+    def delete(self, procedure_id: str) -> bool:
+        """Delete a procedure and everything attached to it."""
+        with self._tx() as cur:
+            row = cur.execute("SELECT rowid FROM procedures WHERE id = ?", (procedure_id,)).fetchone()
+            if row is None:
+                return False
+            self._delete_rows(cur, [(row["rowid"], procedure_id)])
+        return True
+
+    def _delete_rows(self, cur: sqlite3.Cursor, rows: Sequence[tuple[int, str]]) -> None:
+        for rowid, pid in rows:
+            cur.execute("DELETE FROM procedures_fts WHERE rowid = ?", (rowid,))
+            cur.execute("DELETE FROM procedure_tags WHERE procedure_rowid = ?", (rowid,))
+            cur.execute("DELETE FROM procedures WHERE rowid = ?", (rowid,))
+            cur.execute("DELETE FROM versions WHERE procedure_id = ?", (pid,))
+            cur.execute("DELETE FROM usages WHERE procedure_id = ?", (pid,))
+            cur.execute("DELETE FROM outcomes WHERE procedure_id = ?", (pid,))
+        if self._vectors is not None:
+            self._vectors.remove([pid for _, pid in rows])
+        self._usage_vectors = None
+
+    def clear(self, namespace: str) -> int:
+        """Delete everything in one namespace; see :meth:`ProcedureStore.clear`."""
+        if not isinstance(namespace, str) or not namespace:
+            raise ConfigurationError(f"clear needs a namespace (a non-empty str), got {namespace!r}")
+        with self._tx() as cur:
+            rows = [(r["rowid"], r["id"]) for r in
+                    cur.execute("SELECT rowid, id FROM procedures WHERE namespace = ?", (namespace,))]
+            self._delete_rows(cur, rows)
+            cur.execute("DELETE FROM usages WHERE namespace = ?", (namespace,))
+            cur.execute("DELETE FROM sessions WHERE namespace = ?", (namespace,))
+        return len(rows)
+
+    def versions(self, procedure_id: str) -> list[ProcedureVersion]:
+        """Return the kept versions, oldest first."""
+        rows = self._read(
+            "SELECT version, record, note, created_at FROM versions WHERE procedure_id = ? ORDER BY version",
+            (procedure_id,),
+        )
+        if not rows:
+            self.get(procedure_id)  # raises ProcedureNotFoundError
+        return [
+            ProcedureVersion(procedure_id=procedure_id, version=r["version"],
+                             procedure=Procedure.model_validate_json(r["record"]), note=r["note"],
+                             created_at=datetime.fromisoformat(r["created_at"]))
+            for r in rows
+        ]
+
+    def get_embeddings(self, procedure_ids: Sequence[str]) -> np.ndarray:
+        """Return ``(n, dim)`` vectors of the procedures (zero rows where none)."""
+        return self._proc_index().get(list(procedure_ids))
+
+    # ------------------------------------------------------------------ search
+    def _allowed(self, namespace: str | None, kinds: Sequence[str] | None,
+                 tags: Sequence[str] | None) -> list[str] | None:
+        if not kinds and not tags:
+            return None
+        where, params = self._where(namespace, kinds, tags)
+        return [r[0] for r in self._read(f"SELECT p.id FROM procedures p{where}", params)]
+
+    def vector_search(self, vector: np.ndarray, *, k: int = 10, namespace: str | None = None,
+                      kinds: Sequence[str] | None = None, tags: Sequence[str] | None = None) -> list[tuple[str, float]]:
+        """Exact cosine search; see :meth:`ProcedureStore.vector_search`."""
+        index = self._proc_index()
+        allowed = self._allowed(namespace, kinds, tags)
+        codes = None
+        if namespace is not None and allowed is None:
+            if namespace not in self._ns_codes:
+                return []
+            codes = [self._ns_codes[namespace]]
+        with self._lock:
+            return index.search(vector, k, codes=codes, allowed=allowed)
+
+    @staticmethod
+    def fts_query(text: str) -> str:
+        """Turn free text into a safe FTS5 query: its words, quoted, joined by OR."""
+        words = list(dict.fromkeys(w.lower() for w in _FTS_TOKEN.findall(text)))[:64]
+        return " OR ".join(f'"{w}"' for w in words)
+
+    def lexical_search(self, text: str, *, k: int = 10, namespace: str | None = None,
+                       kinds: Sequence[str] | None = None, tags: Sequence[str] | None = None) -> list[tuple[str, float]]:
+        """BM25 search over name, description, triggers, steps and tags (FTS5)."""
+        query = self.fts_query(text)
+        if not query:
+            return []
+        where, params = self._where(namespace, kinds, tags)
+        where = where.replace(" WHERE ", " AND ", 1)
+        rows = self._read(
+            "SELECT p.id, bm25(procedures_fts, 4.0, 1.0, 2.0, 1.0, 2.0) AS score FROM procedures_fts"
+            f" JOIN procedures p ON p.rowid = procedures_fts.rowid WHERE procedures_fts MATCH ?{where}"
+            " ORDER BY score LIMIT ?",
+            [query, *params, int(k)],
+        )
+        return [(r["id"], -float(r["score"])) for r in rows]
+
+    # ------------------------------------------------------------------ usages, outcomes
+    def add_usages(self, usages: Sequence[Usage], embeddings: np.ndarray) -> None:
+        """Store past requests with their query embeddings."""
+        usages = list(usages)
+        if not usages:
+            return
+        with self._tx() as cur:
+            vecs = self._ensure_dim(cur, embeddings, len(usages))
+            new_rows = []
+            for u, v in zip(usages, vecs):
+                cur.execute(
+                    "INSERT INTO usages (namespace, query, procedure_id, success, timestamp, embedding)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (u.namespace, u.query, u.procedure_id, int(u.success), u.timestamp.isoformat(), _blob(v)),
+                )
+                new_rows.append((str(cur.lastrowid), u, v))
+            if self._usage_vectors is not None:
+                self._usage_vectors.upsert([r[0] for r in new_rows], np.stack([r[2] for r in new_rows]),
+                                           [self._ns_code(r[1].namespace) for r in new_rows])
+                for rid, u, _ in new_rows:
+                    self._usage_rows[rid] = (u.namespace, u.query, int(u.success), u.procedure_id,
+                                             u.timestamp.isoformat())
+
+    def usage_search(self, vector: np.ndarray, *, k: int = 20, namespace: str | None = None) -> list[tuple[Usage, float]]:
+        """Return the most similar past requests; see :meth:`ProcedureStore.usage_search`."""
+        index = self._usage_index()
+        codes = None
+        if namespace is not None:
+            if namespace not in self._ns_codes:
+                return []
+            codes = [self._ns_codes[namespace]]
+        with self._lock:
+            hits = index.search(vector, k, codes=codes)
+            out = []
+            for rid, score in hits:
+                ns, query, success, pid, ts = self._usage_rows[rid]
+                out.append((Usage(query=query, procedure_id=pid, success=bool(success), namespace=ns,
+                                  timestamp=datetime.fromisoformat(ts)), score))
+        return out
+
+    def count_usages(self, *, namespace: str | None = None) -> int:
+        """Number of stored usages."""
+        if namespace is None:
+            return int(self._read("SELECT count(*) FROM usages")[0][0])
+        return int(self._read("SELECT count(*) FROM usages WHERE namespace = ?", (namespace,))[0][0])
+
+    def record_outcome(self, outcome: Outcome) -> Procedure:
+        """Log an outcome and update the procedure's stats in one transaction."""
+        with self._tx() as cur:
+            rec = self._load_for_update(cur, outcome.procedure_id)
+            stats = rec.stats.record(outcome.success, outcome.duration, outcome.timestamp)
+            rec = rec.model_copy(update={"stats": stats})
+            self._rewrite_record(cur, rec)
+            cur.execute("INSERT INTO outcomes (procedure_id, record) VALUES (?, ?)",
+                        (outcome.procedure_id, outcome.model_dump_json()))
+        return rec
+
+    def outcomes(self, procedure_id: str, *, limit: int | None = None) -> list[Outcome]:
+        """Return logged outcomes, newest first."""
+        sql = "SELECT record FROM outcomes WHERE procedure_id = ? ORDER BY rowid DESC"
+        params: list[Any] = [procedure_id]
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(int(limit))
+        return [Outcome.model_validate_json(r["record"]) for r in self._read(sql, params)]
+
+    # ------------------------------------------------------------------ sessions
+    def add_sessions(self, sessions: Sequence[SessionRecord]) -> int:
+        """Append sessions, skipping ids already stored in their namespace."""
+        sessions = list(sessions)
+        if not sessions:
+            return 0
+        with self._tx() as cur:
+            before = self._conn.total_changes
+            cur.executemany(
+                "INSERT OR IGNORE INTO sessions (namespace, session_id, record) VALUES (?, ?, ?)",
+                [(s.namespace, s.session_id, s.model_dump_json()) for s in sessions],
+            )
+            return self._conn.total_changes - before
+
+    def iter_sessions(self, *, namespace: str | None = None) -> Iterator[SessionRecord]:
+        """Yield stored sessions in insertion order (read in pages of 1,000)."""
+        last = 0
+        while True:
+            if namespace is None:
+                rows = self._read("SELECT rowid, record FROM sessions WHERE rowid > ? ORDER BY rowid LIMIT 1000", (last,))
+            else:
+                rows = self._read(
+                    "SELECT rowid, record FROM sessions WHERE rowid > ? AND namespace = ? ORDER BY rowid LIMIT 1000",
+                    (last, namespace),
+                )
+            if not rows:
+                return
+            for r in rows:
+                yield SessionRecord.model_validate_json(r["record"])
+            last = rows[-1]["rowid"]
+
+    def count_sessions(self, *, namespace: str | None = None) -> int:
+        """Number of stored sessions."""
+        if namespace is None:
+            return int(self._read("SELECT count(*) FROM sessions")[0][0])
+        return int(self._read("SELECT count(*) FROM sessions WHERE namespace = ?", (namespace,))[0][0])
+
+    def has_session(self, session_id: str, *, namespace: str = "default") -> bool:
+        """Whether the session is stored."""
+        return bool(self._read("SELECT 1 FROM sessions WHERE namespace = ? AND session_id = ?",
+                               (namespace, session_id)))
+
+    def integrity_check(self) -> str:
+        """Run SQLite's ``PRAGMA integrity_check``; returns ``"ok"`` when the file is sound."""
+        return str(self._read("PRAGMA integrity_check")[0][0])
+
+
+def _category(p: Procedure) -> str | None:
+    cat = p.metadata.get("category")
+    return None if cat is None else str(cat)
