@@ -223,8 +223,7 @@ class Procedure(_Record):
     def content_fields(self) -> dict[str, Any]:
         """Return the fields a new version replaces (everything but identity and counters)."""
         return self.model_dump(
-            include={"kind", "name", "description", "steps", "parameters", "triggers", "tags",
-                     "metadata", "importance"}
+            include={"kind", "name", "description", "steps", "parameters", "triggers", "tags", "metadata", "importance"}
         )
 
     def text(self) -> str:
@@ -429,9 +428,7 @@ class SessionRecord(_Record):
     @model_validator(mode="after")
     def _stamps(self) -> SessionRecord:
         if self.timestamps is not None and len(self.timestamps) != len(self.actions):
-            raise ValueError(
-                f"timestamps has {len(self.timestamps)} items but actions has {len(self.actions)}"
-            )
+            raise ValueError(f"timestamps has {len(self.timestamps)} items but actions has {len(self.actions)}")
         return self
 
     @property

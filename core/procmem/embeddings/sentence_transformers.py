@@ -43,8 +43,7 @@ def _load(model_name: str, device: str) -> Any:
                 from sentence_transformers import SentenceTransformer
             except ImportError as exc:  # pragma: no cover - depends on the install
                 raise ImportError(
-                    "SentenceTransformerEmbedder needs sentence-transformers: "
-                    "pip install 'procmem[embeddings]'"
+                    "SentenceTransformerEmbedder needs sentence-transformers: pip install 'procmem[embeddings]'"
                 ) from exc
             path = _resolve(model_name)
             if os.path.isdir(path):
@@ -90,9 +89,7 @@ class SentenceTransformerEmbedder:
     def dim(self) -> int:
         """Vector dimension (384 for all-MiniLM-L6-v2)."""
         if self._dim is None:
-            getter = getattr(self.model, "get_embedding_dimension", None) or getattr(
-                self.model, "get_sentence_embedding_dimension"
-            )
+            getter = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
             self._dim = int(getter())
         return self._dim
 
@@ -102,8 +99,11 @@ class SentenceTransformerEmbedder:
             return np.zeros((0, self.dim), dtype=np.float32)
         try:
             vecs = self.model.encode(
-                list(texts), batch_size=self.batch_size, convert_to_numpy=True,
-                normalize_embeddings=True, show_progress_bar=False,
+                list(texts),
+                batch_size=self.batch_size,
+                convert_to_numpy=True,
+                normalize_embeddings=True,
+                show_progress_bar=False,
             )
         except EmbeddingError:
             raise

@@ -114,8 +114,13 @@ class ProcedureStore(ABC):
         access_count: int | None = None,
         last_accessed: Any = None,
         importance: float | None = None,
+        metadata: dict[str, Any] | None = None,
+        stats: Any = None,
     ) -> Procedure:
-        """Update usage counters in place, without writing a new version.
+        """Update counters, statistics or metadata in place, without writing a new version.
+
+        Used for bookkeeping (access counts, learned-workflow support counts); content
+        changes go through :meth:`put`, which versions them.
 
         Raises:
             ProcedureNotFoundError: No procedure has this id.
@@ -172,6 +177,9 @@ class ProcedureStore(ABC):
         Args:
             vector: ``(dim,)`` float32 unit query vector.
             k: How many to return.
+            namespace: Only this namespace (None: all).
+            kinds: Only these kinds.
+            tags: Only procedures carrying all these tags.
 
         Returns:
             ``(procedure_id, cosine)`` pairs, best first.
@@ -203,6 +211,14 @@ class ProcedureStore(ABC):
         self, vector: np.ndarray, *, k: int = 20, namespace: str | None = None
     ) -> list[tuple[Usage, float]]:
         """Return the ``k`` past requests most similar to ``vector``: ``(usage, cosine)``."""
+
+    @abstractmethod
+    def reassign_usages(self, from_ids: Sequence[str], to_id: str) -> int:
+        """Point the usages of ``from_ids`` at ``to_id`` (used when merging duplicates).
+
+        Returns:
+            How many usages moved.
+        """
 
     @abstractmethod
     def count_usages(self, *, namespace: str | None = None) -> int:
@@ -260,7 +276,9 @@ class ProcedureStore(ABC):
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(None, functools.partial(fn, *args, **kwargs))
 
-    async def aput(self, procedures: Sequence[Procedure], embeddings: np.ndarray | None = None, *, note: str = "") -> list[Procedure]:
+    async def aput(
+        self, procedures: Sequence[Procedure], embeddings: np.ndarray | None = None, *, note: str = ""
+    ) -> list[Procedure]:
         """Async twin of :meth:`put`."""
         return await self._run(self.put, procedures, embeddings, note=note)
 

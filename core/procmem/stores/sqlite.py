@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import sqlite3
 import threading
@@ -149,9 +148,7 @@ class SQLiteStore(ProcedureStore):
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._conn = sqlite3.connect(
-                self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
-            )
+            self._conn = sqlite3.connect(self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as exc:
             raise StorageError(f"cannot open store at {self.path!r}: {exc}") from exc
         self._conn.row_factory = sqlite3.Row
@@ -194,7 +191,9 @@ class SQLiteStore(ProcedureStore):
                 mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
                 if str(mode).lower() != "wal":  # pragma: no cover - e.g. network filesystems
                     self._conn.execute("PRAGMA journal_mode = DELETE")
-            self._conn.execute("PRAGMA synchronous = NORMAL" if self.path == ":memory:" else "PRAGMA synchronous = FULL")
+            self._conn.execute(
+                "PRAGMA synchronous = NORMAL" if self.path == ":memory:" else "PRAGMA synchronous = FULL"
+            )
             self._conn.execute("PRAGMA foreign_keys = ON")
             if version < SCHEMA_VERSION:
                 self._migrate(version)
@@ -281,8 +280,11 @@ class SQLiteStore(ProcedureStore):
                 ).fetchall()
                 if rows:
                     mat = np.frombuffer(b"".join(r["embedding"] for r in rows), dtype=np.float32)
-                    index.upsert([r["id"] for r in rows], mat.reshape(len(rows), -1),
-                                 [self._ns_code(r["namespace"]) for r in rows])
+                    index.upsert(
+                        [r["id"] for r in rows],
+                        mat.reshape(len(rows), -1),
+                        [self._ns_code(r["namespace"]) for r in rows],
+                    )
                 self._vectors = index
             return self._vectors
 
@@ -297,11 +299,18 @@ class SQLiteStore(ProcedureStore):
                 ).fetchall()
                 if rows:
                     mat = np.frombuffer(b"".join(r["embedding"] for r in rows), dtype=np.float32)
-                    index.upsert([str(r["rowid"]) for r in rows], mat.reshape(len(rows), -1),
-                                 [self._ns_code(r["namespace"]) for r in rows])
+                    index.upsert(
+                        [str(r["rowid"]) for r in rows],
+                        mat.reshape(len(rows), -1),
+                        [self._ns_code(r["namespace"]) for r in rows],
+                    )
                     for r in rows:
                         self._usage_rows[str(r["rowid"])] = (
-                            r["namespace"], r["query"], r["success"], r["procedure_id"], r["timestamp"]
+                            r["namespace"],
+                            r["query"],
+                            r["success"],
+                            r["procedure_id"],
+                            r["timestamp"],
                         )
                 self._usage_vectors = index
             return self._usage_vectors
@@ -313,18 +322,14 @@ class SQLiteStore(ProcedureStore):
     def _ensure_dim(self, cur: sqlite3.Cursor, vectors: np.ndarray, n: int) -> np.ndarray:
         vectors = np.asarray(vectors, dtype=np.float32)
         if vectors.ndim != 2 or vectors.shape[0] != n:
-            raise EmbeddingDimensionError(
-                f"embeddings must have shape ({n}, dim), got {tuple(vectors.shape)}"
-            )
+            raise EmbeddingDimensionError(f"embeddings must have shape ({n}, dim), got {tuple(vectors.shape)}")
         if not np.all(np.isfinite(vectors)):
             raise EmbeddingDimensionError("embeddings contain NaN or infinite values")
         row = cur.execute("SELECT value FROM meta WHERE key = 'embedding_dim'").fetchone()
         if row is None:
             cur.execute("INSERT INTO meta VALUES ('embedding_dim', ?)", (str(vectors.shape[1]),))
             if self._embedding_model:
-                cur.execute(
-                    "INSERT OR REPLACE INTO meta VALUES ('embedding_model', ?)", (self._embedding_model,)
-                )
+                cur.execute("INSERT OR REPLACE INTO meta VALUES ('embedding_model', ?)", (self._embedding_model,))
         elif int(row[0]) != vectors.shape[1]:
             raise EmbeddingDimensionError(
                 f"embeddings have dimension {vectors.shape[1]} but this store holds dimension {row[0]}"
@@ -342,7 +347,9 @@ class SQLiteStore(ProcedureStore):
             " ".join(p.tags),
         )
 
-    def put(self, procedures: Sequence[Procedure], embeddings: np.ndarray | None = None, *, note: str = "") -> list[Procedure]:
+    def put(
+        self, procedures: Sequence[Procedure], embeddings: np.ndarray | None = None, *, note: str = ""
+    ) -> list[Procedure]:
         """Insert or update procedures in one transaction; see :meth:`ProcedureStore.put`."""
         procedures = list(procedures)
         if not procedures:
@@ -362,41 +369,68 @@ class SQLiteStore(ProcedureStore):
                     cur.execute(
                         "INSERT INTO procedures (id, namespace, kind, category, version, record, embedding,"
                         " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (rec.id, rec.namespace, rec.kind.value, _category(rec), 1, rec.model_dump_json(),
-                         None if vecs is None else _blob(vecs[i]), rec.created_at.isoformat(),
-                         rec.updated_at.isoformat()),
+                        (
+                            rec.id,
+                            rec.namespace,
+                            rec.kind.value,
+                            _category(rec),
+                            1,
+                            rec.model_dump_json(),
+                            None if vecs is None else _blob(vecs[i]),
+                            rec.created_at.isoformat(),
+                            rec.updated_at.isoformat(),
+                        ),
                     )
                     rowid = cur.lastrowid
                     version_note = note or "created"
                 else:
                     rowid = old["rowid"]
-                    rec = proc.model_copy(update={"version": old["version"] + 1, "updated_at": now,
-                                                  "created_at": datetime.fromisoformat(old["created_at"])})
+                    rec = proc.model_copy(
+                        update={
+                            "version": old["version"] + 1,
+                            "updated_at": now,
+                            "created_at": datetime.fromisoformat(old["created_at"]),
+                        }
+                    )
                     rec = Procedure.model_validate(rec.model_dump())
                     if vecs is None:
                         cur.execute(
                             "UPDATE procedures SET namespace=?, kind=?, category=?, version=?, record=?,"
                             " updated_at=? WHERE rowid=?",
-                            (rec.namespace, rec.kind.value, _category(rec), rec.version,
-                             rec.model_dump_json(), rec.updated_at.isoformat(), rowid),
+                            (
+                                rec.namespace,
+                                rec.kind.value,
+                                _category(rec),
+                                rec.version,
+                                rec.model_dump_json(),
+                                rec.updated_at.isoformat(),
+                                rowid,
+                            ),
                         )
                     else:
                         cur.execute(
                             "UPDATE procedures SET namespace=?, kind=?, category=?, version=?, record=?,"
                             " embedding=?, updated_at=? WHERE rowid=?",
-                            (rec.namespace, rec.kind.value, _category(rec), rec.version,
-                             rec.model_dump_json(), _blob(vecs[i]), rec.updated_at.isoformat(), rowid),
+                            (
+                                rec.namespace,
+                                rec.kind.value,
+                                _category(rec),
+                                rec.version,
+                                rec.model_dump_json(),
+                                _blob(vecs[i]),
+                                rec.updated_at.isoformat(),
+                                rowid,
+                            ),
                         )
                     cur.execute("DELETE FROM procedures_fts WHERE rowid = ?", (rowid,))
                     cur.execute("DELETE FROM procedure_tags WHERE procedure_rowid = ?", (rowid,))
                     version_note = note or "updated"
                 cur.execute(
                     "INSERT INTO procedures_fts (rowid, name, description, triggers, steps, tags)"
-                    " VALUES (?, ?, ?, ?, ?, ?)", (rowid, *self._fts_row(rec)),
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (rowid, *self._fts_row(rec)),
                 )
-                cur.executemany(
-                    "INSERT OR IGNORE INTO procedure_tags VALUES (?, ?)", [(rowid, t) for t in rec.tags]
-                )
+                cur.executemany("INSERT OR IGNORE INTO procedure_tags VALUES (?, ?)", [(rowid, t) for t in rec.tags])
                 cur.execute(
                     "INSERT OR REPLACE INTO versions VALUES (?, ?, ?, ?, ?)",
                     (rec.id, rec.version, rec.model_dump_json(), version_note, now.isoformat()),
@@ -415,8 +449,9 @@ class SQLiteStore(ProcedureStore):
     def _data_version_after_write(self, updates: list[tuple[str, np.ndarray, str]]) -> None:
         # Our own commits do not change PRAGMA data_version, so keep the cache in step by hand.
         if self._vectors is not None and updates:
-            self._vectors.upsert([u[0] for u in updates], np.stack([u[1] for u in updates]),
-                                 [self._ns_code(u[2]) for u in updates])
+            self._vectors.upsert(
+                [u[0] for u in updates], np.stack([u[1] for u in updates]), [self._ns_code(u[2]) for u in updates]
+            )
 
     def get(self, procedure_id: str) -> Procedure:
         """Return the current version; see :meth:`ProcedureStore.get`."""
@@ -430,15 +465,20 @@ class SQLiteStore(ProcedureStore):
         out: dict[str, Procedure] = {}
         ids = list(dict.fromkeys(procedure_ids))
         for start in range(0, len(ids), 500):
-            chunk = ids[start:start + 500]
+            chunk = ids[start : start + 500]
             marks = ",".join("?" * len(chunk))
             for r in self._read(f"SELECT record FROM procedures WHERE id IN ({marks})", chunk):
                 p = Procedure.model_validate_json(r["record"])
                 out[p.id] = p
         return out
 
-    def _where(self, namespace: str | None, kinds: Sequence[str] | None, tags: Sequence[str] | None,
-               category: str | None = None) -> tuple[str, list[Any]]:
+    def _where(
+        self,
+        namespace: str | None,
+        kinds: Sequence[str] | None,
+        tags: Sequence[str] | None,
+        category: str | None = None,
+    ) -> tuple[str, list[Any]]:
         clauses: list[str] = []
         params: list[Any] = []
         if namespace is not None:
@@ -456,9 +496,16 @@ class SQLiteStore(ProcedureStore):
             params.append(tag)
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
-    def list(self, *, namespace: str | None = None, kinds: Sequence[str] | None = None,
-             tags: Sequence[str] | None = None, category: str | None = None,
-             limit: int | None = None, offset: int = 0) -> list[Procedure]:
+    def list(
+        self,
+        *,
+        namespace: str | None = None,
+        kinds: Sequence[str] | None = None,
+        tags: Sequence[str] | None = None,
+        category: str | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[Procedure]:
         """List procedures matching the filters, oldest first."""
         where, params = self._where(namespace, kinds, tags, category)
         sql = f"SELECT p.record FROM procedures p{where} ORDER BY p.rowid"
@@ -488,8 +535,16 @@ class SQLiteStore(ProcedureStore):
             raise ProcedureNotFoundError(f"no procedure with id {procedure_id!r}")
         return Procedure.model_validate_json(row["record"])
 
-    def update_counters(self, procedure_id: str, *, access_count: int | None = None,
-                        last_accessed: Any = None, importance: float | None = None) -> Procedure:
+    def update_counters(
+        self,
+        procedure_id: str,
+        *,
+        access_count: int | None = None,
+        last_accessed: Any = None,
+        importance: float | None = None,
+        metadata: dict[str, Any] | None = None,
+        stats: Any = None,
+    ) -> Procedure:
         """Update usage counters in place; see :meth:`ProcedureStore.update_counters`."""
         with self._tx() as cur:
             rec = self._load_for_update(cur, procedure_id)
@@ -500,6 +555,10 @@ class SQLiteStore(ProcedureStore):
                 update["last_accessed"] = last_accessed
             if importance is not None:
                 update["importance"] = importance
+            if metadata is not None:
+                update["metadata"] = metadata
+            if stats is not None:
+                update["stats"] = stats
             rec = Procedure.model_validate({**rec.model_dump(), **update})
             self._rewrite_record(cur, rec)
         return rec
@@ -544,8 +603,10 @@ class SQLiteStore(ProcedureStore):
         if not isinstance(namespace, str) or not namespace:
             raise ConfigurationError(f"clear needs a namespace (a non-empty str), got {namespace!r}")
         with self._tx() as cur:
-            rows = [(r["rowid"], r["id"]) for r in
-                    cur.execute("SELECT rowid, id FROM procedures WHERE namespace = ?", (namespace,))]
+            rows = [
+                (r["rowid"], r["id"])
+                for r in cur.execute("SELECT rowid, id FROM procedures WHERE namespace = ?", (namespace,))
+            ]
             self._delete_rows(cur, rows)
             cur.execute("DELETE FROM usages WHERE namespace = ?", (namespace,))
             cur.execute("DELETE FROM sessions WHERE namespace = ?", (namespace,))
@@ -560,9 +621,13 @@ class SQLiteStore(ProcedureStore):
         if not rows:
             self.get(procedure_id)  # raises ProcedureNotFoundError
         return [
-            ProcedureVersion(procedure_id=procedure_id, version=r["version"],
-                             procedure=Procedure.model_validate_json(r["record"]), note=r["note"],
-                             created_at=datetime.fromisoformat(r["created_at"]))
+            ProcedureVersion(
+                procedure_id=procedure_id,
+                version=r["version"],
+                procedure=Procedure.model_validate_json(r["record"]),
+                note=r["note"],
+                created_at=datetime.fromisoformat(r["created_at"]),
+            )
             for r in rows
         ]
 
@@ -571,15 +636,23 @@ class SQLiteStore(ProcedureStore):
         return self._proc_index().get(list(procedure_ids))
 
     # ------------------------------------------------------------------ search
-    def _allowed(self, namespace: str | None, kinds: Sequence[str] | None,
-                 tags: Sequence[str] | None) -> list[str] | None:
+    def _allowed(
+        self, namespace: str | None, kinds: Sequence[str] | None, tags: Sequence[str] | None
+    ) -> list[str] | None:
         if not kinds and not tags:
             return None
         where, params = self._where(namespace, kinds, tags)
         return [r[0] for r in self._read(f"SELECT p.id FROM procedures p{where}", params)]
 
-    def vector_search(self, vector: np.ndarray, *, k: int = 10, namespace: str | None = None,
-                      kinds: Sequence[str] | None = None, tags: Sequence[str] | None = None) -> list[tuple[str, float]]:
+    def vector_search(
+        self,
+        vector: np.ndarray,
+        *,
+        k: int = 10,
+        namespace: str | None = None,
+        kinds: Sequence[str] | None = None,
+        tags: Sequence[str] | None = None,
+    ) -> list[tuple[str, float]]:
         """Exact cosine search; see :meth:`ProcedureStore.vector_search`."""
         index = self._proc_index()
         allowed = self._allowed(namespace, kinds, tags)
@@ -597,8 +670,15 @@ class SQLiteStore(ProcedureStore):
         words = list(dict.fromkeys(w.lower() for w in _FTS_TOKEN.findall(text)))[:64]
         return " OR ".join(f'"{w}"' for w in words)
 
-    def lexical_search(self, text: str, *, k: int = 10, namespace: str | None = None,
-                       kinds: Sequence[str] | None = None, tags: Sequence[str] | None = None) -> list[tuple[str, float]]:
+    def lexical_search(
+        self,
+        text: str,
+        *,
+        k: int = 10,
+        namespace: str | None = None,
+        kinds: Sequence[str] | None = None,
+        tags: Sequence[str] | None = None,
+    ) -> list[tuple[str, float]]:
         """BM25 search over name, description, triggers, steps and tags (FTS5)."""
         query = self.fts_query(text)
         if not query:
@@ -622,7 +702,7 @@ class SQLiteStore(ProcedureStore):
         with self._tx() as cur:
             vecs = self._ensure_dim(cur, embeddings, len(usages))
             new_rows = []
-            for u, v in zip(usages, vecs):
+            for u, v in zip(usages, vecs, strict=True):
                 cur.execute(
                     "INSERT INTO usages (namespace, query, procedure_id, success, timestamp, embedding)"
                     " VALUES (?, ?, ?, ?, ?, ?)",
@@ -630,13 +710,23 @@ class SQLiteStore(ProcedureStore):
                 )
                 new_rows.append((str(cur.lastrowid), u, v))
             if self._usage_vectors is not None:
-                self._usage_vectors.upsert([r[0] for r in new_rows], np.stack([r[2] for r in new_rows]),
-                                           [self._ns_code(r[1].namespace) for r in new_rows])
+                self._usage_vectors.upsert(
+                    [r[0] for r in new_rows],
+                    np.stack([r[2] for r in new_rows]),
+                    [self._ns_code(r[1].namespace) for r in new_rows],
+                )
                 for rid, u, _ in new_rows:
-                    self._usage_rows[rid] = (u.namespace, u.query, int(u.success), u.procedure_id,
-                                             u.timestamp.isoformat())
+                    self._usage_rows[rid] = (
+                        u.namespace,
+                        u.query,
+                        int(u.success),
+                        u.procedure_id,
+                        u.timestamp.isoformat(),
+                    )
 
-    def usage_search(self, vector: np.ndarray, *, k: int = 20, namespace: str | None = None) -> list[tuple[Usage, float]]:
+    def usage_search(
+        self, vector: np.ndarray, *, k: int = 20, namespace: str | None = None
+    ) -> list[tuple[Usage, float]]:
         """Return the most similar past requests; see :meth:`ProcedureStore.usage_search`."""
         index = self._usage_index()
         codes = None
@@ -649,9 +739,28 @@ class SQLiteStore(ProcedureStore):
             out = []
             for rid, score in hits:
                 ns, query, success, pid, ts = self._usage_rows[rid]
-                out.append((Usage(query=query, procedure_id=pid, success=bool(success), namespace=ns,
-                                  timestamp=datetime.fromisoformat(ts)), score))
+                out.append(
+                    (
+                        Usage(
+                            query=query,
+                            procedure_id=pid,
+                            success=bool(success),
+                            namespace=ns,
+                            timestamp=datetime.fromisoformat(ts),
+                        ),
+                        score,
+                    )
+                )
         return out
+
+    def reassign_usages(self, from_ids: Sequence[str], to_id: str) -> int:
+        """Point the usages of ``from_ids`` at ``to_id``."""
+        with self._tx() as cur:
+            before = self._conn.total_changes
+            cur.executemany("UPDATE usages SET procedure_id = ? WHERE procedure_id = ?", [(to_id, f) for f in from_ids])
+            moved = self._conn.total_changes - before
+        self._usage_vectors = None
+        return moved
 
     def count_usages(self, *, namespace: str | None = None) -> int:
         """Number of stored usages."""
@@ -666,8 +775,10 @@ class SQLiteStore(ProcedureStore):
             stats = rec.stats.record(outcome.success, outcome.duration, outcome.timestamp)
             rec = rec.model_copy(update={"stats": stats})
             self._rewrite_record(cur, rec)
-            cur.execute("INSERT INTO outcomes (procedure_id, record) VALUES (?, ?)",
-                        (outcome.procedure_id, outcome.model_dump_json()))
+            cur.execute(
+                "INSERT INTO outcomes (procedure_id, record) VALUES (?, ?)",
+                (outcome.procedure_id, outcome.model_dump_json()),
+            )
         return rec
 
     def outcomes(self, procedure_id: str, *, limit: int | None = None) -> list[Outcome]:
@@ -698,7 +809,9 @@ class SQLiteStore(ProcedureStore):
         last = 0
         while True:
             if namespace is None:
-                rows = self._read("SELECT rowid, record FROM sessions WHERE rowid > ? ORDER BY rowid LIMIT 1000", (last,))
+                rows = self._read(
+                    "SELECT rowid, record FROM sessions WHERE rowid > ? ORDER BY rowid LIMIT 1000", (last,)
+                )
             else:
                 rows = self._read(
                     "SELECT rowid, record FROM sessions WHERE rowid > ? AND namespace = ? ORDER BY rowid LIMIT 1000",
@@ -718,8 +831,9 @@ class SQLiteStore(ProcedureStore):
 
     def has_session(self, session_id: str, *, namespace: str = "default") -> bool:
         """Whether the session is stored."""
-        return bool(self._read("SELECT 1 FROM sessions WHERE namespace = ? AND session_id = ?",
-                               (namespace, session_id)))
+        return bool(
+            self._read("SELECT 1 FROM sessions WHERE namespace = ? AND session_id = ?", (namespace, session_id))
+        )
 
     def integrity_check(self) -> str:
         """Run SQLite's ``PRAGMA integrity_check``; returns ``"ok"`` when the file is sound."""

@@ -1,0 +1,1320 @@
+"""``ProceduralMemory``: the one object users meet first.
+
+It composes a store (SQLite by default), an embedder (all-MiniLM-L6-v2 by default), the hybrid
+retriever, the function registry, the next-action predictor and the workflow miner, and speaks
+the procedure APIs of the five design seeds under one set of names:
+
+* seed 002 (TAAT): ``store_procedure``, ``retrieve_procedure``, ``list_procedures``,
+  ``execute_procedure``, ``rollback_procedure``, ``learn_from_outcome``, ``delete_procedure``,
+  ``clear``;
+* seed 004 (Agent Memory Framework): ``record_skill``, ``find_applicable_skills``,
+  ``record_skill_usage``;
+* seed 000 (MemoRizz): ``Persona``, ``Toolbox``, ``Workflow`` in :mod:`procmem.procedural`;
+* seed 003 (Coda): ``update``, ``delete``, importance with decay, ``consolidate``, ``stats``;
+* seed 001 (OmniMemory): ``learn_session`` (``learn_workflow``), ``predict_next_action``,
+  ``patterns``, ``save`` / ``load``.
+
+Every method has an ``a``-prefixed async twin that runs it in a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import importlib.util
+import json
+import math
+import os
+import tempfile
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydantic
+
+from procmem.embeddings.base import Embedder
+from procmem.errors import (
+    ConfigurationError,
+    ConsolidationError,
+    ImportFormatError,
+    InvalidProcedureError,
+    InvalidSessionError,
+    ValidationError,
+    VersionNotFoundError,
+)
+from procmem.execution import FunctionRegistry, execute_steps
+from procmem.stores.base import ProcedureStore
+from procmem.types import (
+    ConsolidationReport,
+    ExecutionResult,
+    Outcome,
+    Prediction,
+    Procedure,
+    ProcedureKind,
+    ProcedureVersion,
+    SearchResult,
+    SessionRecord,
+    Step,
+    utcnow,
+)
+
+__all__ = ["MiningConfig", "ProceduralMemory"]
+
+EXPORT_FORMAT = "procmem-export"
+EXPORT_VERSION = 1
+
+
+def _pydantic_error(exc: pydantic.ValidationError, cls: type[ValidationError], what: str) -> ValidationError:
+    err = exc.errors()[0]
+    field = ".".join(str(p) for p in err.get("loc", ())) or what
+    value = err.get("input")
+    shown = repr(value)
+    if len(shown) > 80:
+        shown = shown[:77] + "..."
+    return cls(f"invalid {what}: field {field!r}: {err.get('msg')} (got {shown})", field=field, value=value)
+
+
+def _default_embedder() -> Embedder:
+    if importlib.util.find_spec("sentence_transformers") is None:
+        raise ImportError(
+            "the default embedder needs sentence-transformers: pip install 'procmem[embeddings]' "
+            "(or pass embedder=... , e.g. procmem.embeddings.HashingEmbedder() for tests)"
+        )
+    from procmem.embeddings.sentence_transformers import SentenceTransformerEmbedder
+
+    return SentenceTransformerEmbedder()
+
+
+class MiningConfig(pydantic.BaseModel):
+    """When a recurring sequence of actions becomes a stored workflow.
+
+    Attributes:
+        enabled: Mine after every learn call.
+        min_support: Distinct sessions the sequence must occur in.
+        min_success_rate: Success rate in [0, 1] of those sessions needed to promote; a promoted
+            workflow whose rate falls below it is demoted (a new version, visible in history).
+        min_length: Fewest steps of a workflow.
+        max_length: Most steps of a workflow.
+    """
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    min_support: int = pydantic.Field(default=3, ge=1)
+    min_success_rate: float = pydantic.Field(default=0.7, ge=0.0, le=1.0)
+    min_length: int = pydantic.Field(default=3, ge=2)
+    max_length: int = pydantic.Field(default=8, ge=2)
+
+
+class ProceduralMemory:
+    """Procedural memory for an agent: store, retrieve, execute, learn and predict procedures.
+
+    Args:
+        path: SQLite file to open (created if absent). Default: ``procmem.sqlite3`` under the
+            platform data dir. Ignored when ``store`` is given.
+        store: Any :class:`~procmem.stores.ProcedureStore` backend.
+        embedder: Any :class:`~procmem.embeddings.Embedder`; default all-MiniLM-L6-v2
+            (needs ``procmem[embeddings]``).
+        namespace: Default namespace (an agent or user id) of reads and writes.
+        max_versions: Versions kept per procedure when procmem opens the store (None: all).
+        registry: Functions that stored steps may call; a new empty one by default.
+        mining: Workflow mining thresholds.
+        importance_half_life: Days after which an unused procedure's importance halves (seed
+            003's decay), in days.
+        retrieval_config: Options of the hybrid retriever.
+        predictor_options: Keyword options of :class:`~procmem.prediction.NextActionPredictor`.
+
+    Raises:
+        ImportError: The default embedder's extra is missing (names ``procmem[embeddings]``).
+        CorruptStoreError: The file is corrupt or not a procmem store (it is left untouched).
+
+    Example:
+        >>> from procmem import ProceduralMemory
+        >>> from procmem.embeddings import HashingEmbedder
+        >>> memory = ProceduralMemory(path=":memory:", embedder=HashingEmbedder())
+        >>> pid = memory.store_procedure("deploy", ["git pull", "make build", "make deploy"])
+        >>> memory.search("deploy the app", k=1)[0].procedure.id == pid
+        True
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        store: ProcedureStore | None = None,
+        embedder: Embedder | None = None,
+        namespace: str = "default",
+        max_versions: int | None = None,
+        registry: FunctionRegistry | None = None,
+        mining: MiningConfig | None = None,
+        importance_half_life: float = 30.0,
+        retrieval_config: Any = None,
+        predictor_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        if not isinstance(namespace, str) or not namespace.strip():
+            raise ConfigurationError(f"namespace must be a non-empty str, got {namespace!r}")
+        if not (
+            isinstance(importance_half_life, (int, float))
+            and math.isfinite(importance_half_life)
+            and importance_half_life > 0
+        ):
+            raise ConfigurationError(
+                f"importance_half_life must be a positive number of days, got {importance_half_life!r}"
+            )
+        self.embedder = embedder if embedder is not None else _default_embedder()
+        if store is None:
+            from procmem.stores.sqlite import SQLiteStore
+
+            store = SQLiteStore(path, max_versions=max_versions, embedding_model=getattr(self.embedder, "name", None))
+        self.store = store
+        self.namespace = namespace
+        self.registry = registry or FunctionRegistry()
+        self.mining = mining or MiningConfig()
+        self.importance_half_life = float(importance_half_life)
+        self._predictor_options = dict(predictor_options or {})
+        self._predictors: dict[str, Any] = {}
+        self._predictor_lock = threading.RLock()
+        from procmem.retrieval import HybridRetriever
+
+        self.retriever = HybridRetriever(self.store, self.embedder, config=retrieval_config)
+
+    # ------------------------------------------------------------------ helpers
+    def _ns(self, namespace: str | None) -> str:
+        return self.namespace if namespace is None else namespace
+
+    def _embed(self, procedures: Sequence[Procedure]) -> np.ndarray:
+        return self.embedder.embed_documents([p.text() for p in procedures])
+
+    def _build(self, data: Procedure | Mapping[str, Any]) -> Procedure:
+        if isinstance(data, Procedure):
+            return data
+        if not isinstance(data, Mapping):
+            raise InvalidProcedureError(
+                f"procedure must be a Procedure or a mapping, got {type(data).__name__}",
+                field="procedure",
+                value=data,
+            )
+        payload = dict(data)
+        payload.setdefault("namespace", self.namespace)
+        try:
+            return Procedure.model_validate(payload)
+        except pydantic.ValidationError as exc:
+            raise _pydantic_error(exc, InvalidProcedureError, "procedure") from None
+
+    def close(self) -> None:
+        """Close the store."""
+        self.store.close()
+
+    def __enter__(self) -> ProceduralMemory:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ CRUD
+    def add(self, procedure: Procedure | Mapping[str, Any]) -> Procedure:
+        """Store a procedure (a new one, or a new version of an existing id).
+
+        Args:
+            procedure: A :class:`Procedure` or a mapping of its fields.
+
+        Returns:
+            The stored procedure with its version number.
+
+        Raises:
+            InvalidProcedureError: A field is invalid (the message names it).
+        """
+        return self.add_many([procedure])[0]
+
+    def add_many(self, procedures: Iterable[Procedure | Mapping[str, Any]], *, note: str = "") -> list[Procedure]:
+        """Store several procedures in one transaction, embedding them in one batch."""
+        recs = [self._build(p) for p in procedures]
+        if not recs:
+            return []
+        return self.store.put(recs, self._embed(recs), note=note)
+
+    def get(self, procedure_id: str, *, touch: bool = True) -> Procedure:
+        """Return a procedure by id, counting one access.
+
+        Raises:
+            ProcedureNotFoundError: Unknown id.
+        """
+        proc = self.store.get(procedure_id)
+        if touch:
+            self.store.touch([procedure_id])
+        return proc
+
+    def update(self, procedure_id: str, *, note: str = "updated", **changes: Any) -> Procedure:
+        """Write a new version of a procedure with some fields changed; the old one is kept.
+
+        Args:
+            procedure_id: Which procedure.
+            note: Why (kept in the version history).
+            **changes: Fields to change (``steps``, ``description``, ``parameters``, ``metadata``...).
+
+        Raises:
+            ProcedureNotFoundError: Unknown id.
+            InvalidProcedureError: A changed field is invalid; nothing is written.
+        """
+        allowed = set(Procedure.model_fields) - {"id", "version", "created_at", "updated_at"}
+        unknown = set(changes) - allowed
+        if unknown:
+            raise InvalidProcedureError(
+                f"cannot update field(s) {sorted(unknown)}", field=sorted(unknown)[0], value=changes[sorted(unknown)[0]]
+            )
+        current = self.store.get(procedure_id)
+        data = current.model_dump()
+        data.update(changes)
+        new = self._build(data)
+        return self.store.put([new], self._embed([new]), note=note)[0]
+
+    def delete(self, procedure_id: str) -> bool:
+        """Delete a procedure and its history; returns whether it existed."""
+        return self.store.delete(procedure_id)
+
+    def clear(self, namespace: str | None = None) -> int:
+        """Delete every procedure, usage and session of one namespace (default: this memory's).
+
+        Returns:
+            Number of procedures deleted.
+        """
+        ns = self._ns(namespace)
+        n = self.store.clear(ns)
+        with self._predictor_lock:
+            self._predictors.pop(ns, None)
+        return n
+
+    def list(
+        self,
+        *,
+        kind: str | ProcedureKind | None = None,
+        tags: Sequence[str] | None = None,
+        category: str | None = None,
+        namespace: str | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[Procedure]:
+        """List procedures of a namespace, optionally by kind, tags and category."""
+        kinds = None if kind is None else [ProcedureKind(kind).value]
+        return self.store.list(
+            namespace=self._ns(namespace), kinds=kinds, tags=tags, category=category, limit=limit, offset=offset
+        )
+
+    def versions(self, procedure_id: str) -> list[ProcedureVersion]:
+        """Return the kept versions of a procedure, oldest first."""
+        return self.store.versions(procedure_id)
+
+    def rollback(self, procedure_id: str, version: int) -> Procedure:
+        """Restore a kept version as a new version (so the rollback itself can be undone).
+
+        Args:
+            procedure_id: Which procedure.
+            version: The version number to restore (see :meth:`versions`).
+
+        Raises:
+            ProcedureNotFoundError: Unknown id.
+            VersionNotFoundError: That version is not kept (or out of range).
+        """
+        if isinstance(version, bool) or not isinstance(version, int):
+            raise ValidationError(f"version must be an int, got {version!r}", field="version", value=version)
+        kept = {v.version: v for v in self.store.versions(procedure_id)}
+        if version not in kept:
+            raise VersionNotFoundError(
+                f"procedure {procedure_id!r} has no kept version {version} (kept: {sorted(kept)})"
+            )
+        current = self.store.get(procedure_id)
+        restored = current.model_copy(update=kept[version].procedure.content_fields())
+        restored = Procedure.model_validate(restored.model_dump())
+        return self.store.put([restored], self._embed([restored]), note=f"rollback to v{version}")[0]
+
+    # ------------------------------------------------------------------ retrieval
+    def search(
+        self,
+        query: str,
+        *,
+        k: int = 5,
+        kinds: Sequence[str] | None = None,
+        tags: Sequence[str] | None = None,
+        namespace: str | None = None,
+        min_score: float | None = None,
+    ) -> list[SearchResult]:
+        """Find procedures for a request: dense + BM25 + past experience, fused.
+
+        Args:
+            query: The request or situation, as text.
+            k: How many results.
+            kinds: Only these kinds (skill, workflow, tool, persona).
+            tags: Only procedures carrying all these tags.
+            namespace: Whose memory (default: this memory's).
+            min_score: Drop results scoring below this.
+
+        Returns:
+            Results best first, each with its score and why it matched.
+        """
+        return self.retriever.search(
+            query, k=k, kinds=kinds, tags=tags, namespace=self._ns(namespace), min_score=min_score
+        )
+
+    def record_usage(
+        self, query: str, procedure_id: str, success: bool = True, *, namespace: str | None = None
+    ) -> None:
+        """Remember that ``procedure_id`` served ``query`` (and whether it worked).
+
+        Later searches for similar requests rank it accordingly, so retrieval improves as the
+        agent works.
+
+        Raises:
+            ProcedureNotFoundError: Unknown id.
+        """
+        self.retriever.record_usage(query, procedure_id, success, namespace=self._ns(namespace))
+
+    def record_outcome(
+        self,
+        procedure_id: str,
+        success: bool,
+        *,
+        duration: float | None = None,
+        error: str | None = None,
+        details: Mapping[str, Any] | None = None,
+    ) -> Procedure:
+        """Record one execution or use of a procedure and update its statistics.
+
+        Args:
+            procedure_id: Which procedure.
+            success: Whether it worked.
+            duration: How long it took, in seconds.
+            error: Error message of a failure.
+            details: Free data about the outcome.
+
+        Raises:
+            ProcedureNotFoundError: Unknown id.
+            ValidationError: ``success`` is not a bool, or ``duration`` is negative or not finite.
+        """
+        if not isinstance(success, bool):
+            raise ValidationError(f"success must be a bool, got {success!r}", field="success", value=success)
+        try:
+            outcome = Outcome(
+                procedure_id=procedure_id, success=success, duration=duration, error=error, details=dict(details or {})
+            )
+        except pydantic.ValidationError as exc:
+            raise _pydantic_error(exc, ValidationError, "outcome") from None
+        return self.store.record_outcome(outcome)
+
+    # ------------------------------------------------------------------ importance (seed 003)
+    def current_importance(self, procedure: Procedure, *, now: datetime | None = None) -> float:
+        """Importance after decay: halves every ``importance_half_life`` days without access.
+
+        Each access adds a small boost (``0.05 * log1p(access_count)``), capped at 1.
+
+        Returns:
+            Importance in [0, 1].
+        """
+        now = now or utcnow()
+        last = procedure.last_accessed or procedure.updated_at
+        days = max(0.0, (now - last).total_seconds() / 86400.0)
+        decayed = procedure.importance * 0.5 ** (days / self.importance_half_life)
+        return float(min(1.0, decayed + 0.05 * math.log1p(procedure.access_count)))
+
+    def forget(self, *, min_importance: float, namespace: str | None = None, dry_run: bool = False) -> list[str]:
+        """Delete procedures of a namespace whose decayed importance fell below a threshold.
+
+        Args:
+            min_importance: Threshold in [0, 1].
+            namespace: Whose memory (default: this memory's); forgetting is always scoped.
+            dry_run: Only report what would be deleted.
+
+        Returns:
+            Ids deleted (or that would be).
+        """
+        if not (isinstance(min_importance, (int, float)) and 0.0 <= min_importance <= 1.0):
+            raise ValidationError(
+                f"min_importance must be in [0, 1], got {min_importance!r}",
+                field="min_importance",
+                value=min_importance,
+            )
+        now = utcnow()
+        doomed = [
+            p.id
+            for p in self.store.list(namespace=self._ns(namespace))
+            if self.current_importance(p, now=now) < min_importance
+        ]
+        if not dry_run:
+            for pid in doomed:
+                self.store.delete(pid)
+        return doomed
+
+    # ------------------------------------------------------------------ consolidation (seed 003)
+    def consolidate(
+        self, *, threshold: float = 0.85, namespace: str | None = None, dry_run: bool = False
+    ) -> ConsolidationReport:
+        """Merge near-duplicate procedures of the same kind whose cosine >= ``threshold``.
+
+        In each group the procedure with the most successes (then importance, then accesses)
+        is kept; it gains the others' triggers, tags, statistics and access counts in a new
+        version noted ``consolidated``, and their full records under
+        ``metadata["merged_from"]`` so nothing is lost; their usages move to it.
+
+        Args:
+            threshold: Cosine similarity in [-1, 1] above which two procedures are duplicates.
+            namespace: Whose memory (default: this memory's).
+            dry_run: Report the groups without changing anything.
+
+        Raises:
+            ConsolidationError: The merge failed; the store is unchanged.
+        """
+        if not (isinstance(threshold, (int, float)) and math.isfinite(threshold) and -1 <= threshold <= 1):
+            raise ValidationError(
+                f"threshold must be a cosine in [-1, 1], got {threshold!r}", field="threshold", value=threshold
+            )
+        procs = self.store.list(namespace=self._ns(namespace))
+        report = ConsolidationReport(examined=len(procs), threshold=float(threshold), dry_run=dry_run)
+        if len(procs) < 2:
+            return report
+        vecs = self.store.get_embeddings([p.id for p in procs])
+        sims = vecs @ vecs.T
+        parent = list(range(len(procs)))
+
+        def find(i: int) -> int:
+            while parent[i] != i:
+                parent[i] = parent[parent[i]]
+                i = parent[i]
+            return i
+
+        for i in range(len(procs)):
+            for j in np.nonzero(sims[i, i + 1 :] >= threshold)[0] + i + 1:
+                if procs[i].kind == procs[int(j)].kind:
+                    parent[find(int(j))] = find(i)
+        groups: dict[int, list[int]] = {}
+        for i in range(len(procs)):
+            groups.setdefault(find(i), []).append(i)
+        for members in groups.values():
+            if len(members) < 2:
+                continue
+            ranked = sorted(
+                members,
+                key=lambda m: (procs[m].stats.successes, procs[m].importance, procs[m].access_count),
+                reverse=True,
+            )
+            keep, others = procs[ranked[0]], [procs[m] for m in ranked[1:]]
+            sim = float(min(sims[ranked[0], m] for m in ranked[1:]))
+            report.merged.append({"kept": keep.id, "merged": [o.id for o in others], "similarity": sim})
+            if dry_run:
+                continue
+            try:
+                self._merge(keep, others)
+            except Exception as exc:
+                raise ConsolidationError(f"merging {[o.id for o in others]} into {keep.id!r} failed: {exc}") from exc
+        return report
+
+    def _merge(self, keep: Procedure, others: Sequence[Procedure]) -> None:
+        stats = keep.stats.model_copy()
+        triggers, tags = list(keep.triggers), list(keep.tags)
+        merged_from = list(keep.metadata.get("merged_from", []))
+        access = keep.access_count
+        for o in others:
+            triggers += [t for t in o.triggers if t not in triggers]
+            tags += [t for t in o.tags if t not in tags]
+            n_timed = stats.timed_executions + o.stats.timed_executions
+            mean = (
+                (
+                    (stats.mean_duration * stats.timed_executions + o.stats.mean_duration * o.stats.timed_executions)
+                    / n_timed
+                )
+                if n_timed
+                else 0.0
+            )
+            last = max([d for d in (stats.last_execution, o.stats.last_execution) if d], default=None)
+            stats = stats.model_copy(
+                update={
+                    "successes": stats.successes + o.stats.successes,
+                    "failures": stats.failures + o.stats.failures,
+                    "timed_executions": n_timed,
+                    "mean_duration": mean,
+                    "last_execution": last,
+                }
+            )
+            access += o.access_count
+            merged_from.append(json.loads(o.model_dump_json()))
+        new = keep.model_copy(
+            update={
+                "triggers": triggers,
+                "tags": tags,
+                "stats": stats,
+                "access_count": access,
+                "importance": max([keep.importance] + [o.importance for o in others]),
+                "metadata": {**keep.metadata, "merged_from": merged_from},
+            }
+        )
+        new = Procedure.model_validate(new.model_dump())
+        self.store.put([new], self._embed([new]), note="consolidated")
+        self.store.reassign_usages([o.id for o in others], keep.id)
+        for o in others:
+            self.store.delete(o.id)
+
+    # ------------------------------------------------------------------ statistics
+    def stats(self, *, namespace: str | None = None) -> dict[str, Any]:
+        """Counts and averages of a namespace: procedures by kind, usages, sessions, success."""
+        ns = self._ns(namespace)
+        procs = self.store.list(namespace=ns)
+        by_kind: dict[str, int] = {k.value: 0 for k in ProcedureKind}
+        for p in procs:
+            by_kind[p.kind.value] += 1
+        executed = [p for p in procs if p.stats.executions]
+        out: dict[str, Any] = {
+            "namespace": ns,
+            "procedures": len(procs),
+            "by_kind": by_kind,
+            "usages": self.store.count_usages(namespace=ns),
+            "sessions": self.store.count_sessions(namespace=ns),
+            "executions": sum(p.stats.executions for p in procs),
+            "mean_success_rate": (sum(p.stats.successes / p.stats.executions for p in executed) / len(executed))
+            if executed
+            else None,
+            "mean_importance": (sum(p.importance for p in procs) / len(procs)) if procs else None,
+            "learned_workflows": sum(1 for p in procs if p.metadata.get("learned")),
+            "embedder": getattr(self.embedder, "name", type(self.embedder).__name__),
+            "store": type(self.store).__name__,
+            "path": getattr(self.store, "path", None),
+        }
+        predictor = self._predictors.get(ns)
+        if predictor is not None:
+            out["learner"] = predictor.stats()
+        return out
+
+    # ------------------------------------------------------------------ seed 002 (TAAT)
+    def store_procedure(
+        self,
+        procedure_id: str,
+        steps: Sequence[Any],
+        parameters: Mapping[str, Any] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        name: str | None = None,
+        description: str = "",
+        kind: str = "workflow",
+        triggers: Sequence[str] = (),
+        tags: Sequence[str] = (),
+        importance: float | None = None,
+    ) -> str:
+        """Store a new procedure or a new version of ``procedure_id`` (seed 002).
+
+        On update, parameters and metadata given as None keep their stored values.
+
+        Args:
+            procedure_id: Stable id chosen by the caller.
+            steps: Steps: strings, :class:`Step`, or dicts (``{"function", "parameters"}`` as in
+                seed 002, ``{"step", "action"}`` as in seed 000).
+            parameters: Default parameters passed to the steps' functions.
+            metadata: Free data; ``metadata["category"]`` is what :meth:`list_procedures` filters.
+            name: Display name (default: the id).
+            description: What it does, for retrieval.
+            kind: skill, workflow, tool or persona.
+            triggers: Situations that should bring it to mind.
+            tags: Labels.
+            importance: In [0, 1].
+
+        Returns:
+            The procedure id.
+
+        Raises:
+            InvalidProcedureError: A field is invalid; nothing is stored.
+        """
+        if not isinstance(procedure_id, str) or not procedure_id.strip():
+            raise InvalidProcedureError(
+                f"procedure_id must be a non-empty str, got {procedure_id!r}", field="procedure_id", value=procedure_id
+            )
+        try:
+            existing = self.store.get(procedure_id)
+        except KeyError:
+            existing = None
+        data: dict[str, Any] = (
+            existing.model_dump()
+            if existing
+            else {
+                "id": procedure_id,
+                "name": name or procedure_id,
+                "namespace": self.namespace,
+            }
+        )
+        data["steps"] = steps
+        data["kind"] = kind
+        if name is not None:
+            data["name"] = name
+        if description or not existing:
+            data["description"] = description
+        if parameters is not None or not existing:
+            data["parameters"] = dict(parameters or {})
+        if metadata is not None or not existing:
+            data["metadata"] = dict(metadata or {})
+        if triggers or not existing:
+            data["triggers"] = list(triggers)
+        if tags or not existing:
+            data["tags"] = list(tags)
+        if importance is not None:
+            data["importance"] = importance
+        return self.add(data).id
+
+    def retrieve_procedure(self, procedure_id: str) -> Procedure:
+        """Return a procedure by id (seed 002); raises ``ProcedureNotFoundError`` if unknown."""
+        return self.get(procedure_id)
+
+    def list_procedures(self, category: str | None = None) -> list[Procedure]:
+        """List this namespace's procedures, optionally of one ``metadata["category"]`` (seed 002)."""
+        return self.list(category=category)
+
+    def execute_procedure(
+        self,
+        procedure_id: str,
+        context: Any = None,
+        parameters: Mapping[str, Any] | None = None,
+        *,
+        handler: Callable[[Step, dict[str, Any]], Any] | None = None,
+    ) -> ExecutionResult:
+        """Run a procedure's steps against the registry and record the outcome (seed 002).
+
+        Each step names a function registered in :attr:`registry`; parameters merge the
+        procedure's defaults with ``parameters``. A failing step stops the run and is reported
+        in the result (never raised); the outcome and duration update the statistics.
+
+        Raises:
+            ProcedureNotFoundError: Unknown id.
+        """
+        proc = self.get(procedure_id)
+        result = execute_steps(proc, self.registry, parameters=parameters, context=context, handler=handler)
+        self.store.record_outcome(
+            Outcome(
+                procedure_id=procedure_id,
+                success=result.success,
+                duration=result.duration,
+                error=result.error,
+                details={"failed_step": result.failed_step},
+            )
+        )
+        return result
+
+    def rollback_procedure(self, procedure_id: str, version_index: int = 0) -> Procedure:
+        """Roll back to a previous version (seed 002): 0 is the one before the current.
+
+        Raises:
+            VersionNotFoundError: ``version_index`` is out of range.
+        """
+        if isinstance(version_index, bool) or not isinstance(version_index, int) or version_index < 0:
+            raise ValidationError(
+                f"version_index must be an int >= 0, got {version_index!r}", field="version_index", value=version_index
+            )
+        previous = [v.version for v in reversed(self.store.versions(procedure_id))][1:]
+        if version_index >= len(previous):
+            raise VersionNotFoundError(
+                f"procedure {procedure_id!r} has {len(previous)} previous version(s); "
+                f"version_index {version_index} is out of range"
+            )
+        return self.rollback(procedure_id, previous[version_index])
+
+    def learn_from_outcome(
+        self, procedure_id: str, outcome_data: Mapping[str, Any], update_procedure: bool = True
+    ) -> Procedure:
+        """Learn from an execution outcome (seed 002).
+
+        ``outcome_data["success"]`` (bool, required) and ``duration`` (seconds) update the
+        statistics and the outcome log. With ``update_procedure``, revised ``steps`` or
+        ``parameters`` in ``outcome_data`` become a new version (noted with the outcome), and a
+        procedure whose last three outcomes failed after a revision is rolled back to the
+        version before it.
+
+        Raises:
+            ProcedureNotFoundError: Unknown id.
+            ValidationError: ``outcome_data`` lacks a bool ``success``.
+        """
+        if not isinstance(outcome_data, Mapping) or not isinstance(outcome_data.get("success"), bool):
+            raise ValidationError(
+                "outcome_data must be a mapping with a bool 'success'", field="outcome_data.success", value=outcome_data
+            )
+        details = {k: v for k, v in outcome_data.items() if k not in {"success", "duration", "error"}}
+        proc = self.record_outcome(
+            procedure_id,
+            outcome_data["success"],
+            duration=outcome_data.get("duration"),
+            error=outcome_data.get("error"),
+            details=json.loads(json.dumps(details, default=str)),
+        )
+        if update_procedure:
+            changes = {k: outcome_data[k] for k in ("steps", "parameters") if k in outcome_data}
+            if changes:
+                return self.update(procedure_id, note="learned from outcome", **changes)
+            recent = self.store.outcomes(procedure_id, limit=3)
+            history = self.store.versions(procedure_id)
+            revised_at = history[-1].created_at if len(history) > 1 else None
+            if (
+                revised_at
+                and len(recent) == 3
+                and not any(o.success for o in recent)
+                and all(o.timestamp >= revised_at for o in recent)
+                and history[-1].note == "learned from outcome"
+            ):
+                return self.rollback(procedure_id, history[-2].version)
+        return proc
+
+    def delete_procedure(self, procedure_id: str) -> bool:
+        """Delete a procedure (seed 002); returns whether it existed."""
+        return self.delete(procedure_id)
+
+    # ------------------------------------------------------------------ seed 004
+    def record_skill(
+        self,
+        name: str,
+        pattern: str,
+        triggers: Sequence[str] | None = None,
+        *,
+        tags: Sequence[str] = (),
+        importance: float = 0.5,
+    ) -> Procedure:
+        """Record a skill: a named pattern of behaviour and the situations that trigger it (seed 004).
+
+        Args:
+            name: Skill name (its id within the namespace, so recording it again versions it).
+            pattern: How to do it (``"When API returns 429, retry with exponential backoff"``).
+            triggers: Situations or phrases that call for it.
+            tags: Labels.
+            importance: In [0, 1].
+        """
+        if not isinstance(name, str) or not name.strip():
+            raise InvalidProcedureError(f"name must be a non-empty str, got {name!r}", field="name", value=name)
+        if not isinstance(pattern, str) or not pattern.strip():
+            raise InvalidProcedureError(
+                f"pattern must be a non-empty str, got {pattern!r}", field="pattern", value=pattern
+            )
+        if triggers is not None and (isinstance(triggers, str) or not all(isinstance(t, str) for t in triggers)):
+            raise InvalidProcedureError(
+                f"triggers must be a list of str, got {triggers!r}", field="triggers", value=triggers
+            )
+        skill_id = f"skill:{self.namespace}:{name}"
+        data: dict[str, Any] = {
+            "id": skill_id,
+            "kind": "skill",
+            "name": name,
+            "description": pattern,
+            "steps": [pattern],
+            "triggers": list(triggers or []),
+            "tags": list(tags),
+            "importance": importance,
+            "namespace": self.namespace,
+        }
+        try:
+            existing = self.store.get(skill_id)
+            data = {**existing.model_dump(), **data}
+        except KeyError:
+            pass
+        return self.add(data)
+
+    def find_applicable_skills(
+        self, situation: str, limit: int = 5, *, min_score: float | None = None
+    ) -> list[SearchResult]:
+        """Skills that apply to a situation, best first (seed 004)."""
+        return self.search(situation, k=limit, kinds=["skill"], min_score=min_score)
+
+    def record_skill_usage(
+        self, skill_id: str, success: bool = True, *, situation: str | None = None, duration: float | None = None
+    ) -> Procedure:
+        """Record that a skill was used, and whether it worked (seed 004).
+
+        With ``situation``, the request is also remembered as a usage, so similar situations
+        retrieve this skill more readily.
+        """
+        proc = self.record_outcome(skill_id, success, duration=duration)
+        if situation:
+            self.record_usage(situation, skill_id, success)
+        return proc
+
+    # ------------------------------------------------------------------ learning and prediction
+    def predictor(self, namespace: str | None = None) -> Any:
+        """The next-action predictor of a namespace, rebuilt from its stored sessions on first use."""
+        ns = self._ns(namespace)
+        with self._predictor_lock:
+            pred = self._predictors.get(ns)
+            if pred is None:
+                from procmem.prediction import NextActionPredictor
+
+                pred = NextActionPredictor(embedder=self.embedder, **self._predictor_options)
+                pred.learn_sessions(self.store.iter_sessions(namespace=ns))
+                self._predictors[ns] = pred
+            return pred
+
+    def _session(
+        self,
+        actions: Any,
+        outcome: Any,
+        task: Any,
+        session_id: str | None,
+        timestamps: Any,
+        namespace: str,
+        user_id: str | None = None,
+        group: str | None = None,
+    ) -> SessionRecord:
+        if isinstance(actions, (str, bytes)) or not isinstance(actions, Sequence):
+            raise InvalidSessionError(
+                f"actions must be a list of str, got {type(actions).__name__}", field="actions", value=actions
+            )
+        # Seed 001 passes [{"command": "git status"}, ...].
+        actions = [a.get("command", a.get("action")) if isinstance(a, Mapping) else a for a in actions]
+        if isinstance(task, (list, tuple)):
+            task = " ".join(str(t) for t in task)
+        data = {
+            "actions": list(actions),
+            "outcome": outcome,
+            "task": task,
+            "timestamps": timestamps,
+            "namespace": namespace,
+            "user_id": user_id,
+            "group": group,
+        }
+        if session_id is not None:
+            data["session_id"] = session_id
+        try:
+            return SessionRecord.model_validate(data)
+        except pydantic.ValidationError as exc:
+            raise _pydantic_error(exc, InvalidSessionError, "session") from None
+
+    def learn_session(
+        self,
+        actions: Sequence[str] | Sequence[Mapping[str, str]],
+        outcome: Any = None,
+        task: str | Sequence[str] | None = None,
+        *,
+        session_id: str | None = None,
+        timestamps: Sequence[Any] | None = None,
+        namespace: str | None = None,
+    ) -> SessionRecord:
+        """Learn one logged session of actions and its outcome (seed 001's ``learn_workflow``).
+
+        The session is stored (so the learner survives restarts), the predictor learns it, and
+        workflow mining runs: a recurring successful sequence becomes a stored workflow.
+
+        Args:
+            actions: The actions in order: strings, or seed 001's ``{"command": ...}`` dicts.
+            outcome: ``"success"``, ``"failure"``, a bool, or None when unknown.
+            task: The task text (instructions), if any.
+            session_id: Id of the session; re-learning a stored id is a no-op.
+            timestamps: One time per action, if known.
+            namespace: Whose memory (default: this memory's).
+
+        Returns:
+            The stored session record.
+
+        Raises:
+            InvalidSessionError: Empty or non-text actions, bad outcome, mismatched timestamps.
+        """
+        ns = self._ns(namespace)
+        record = self._session(actions, outcome, task, session_id, timestamps, ns)
+        self.learn_sessions([record])
+        return record
+
+    # Seed 001's name.
+    def learn_workflow(self, session_commands: Sequence[Any], session_outcome: Any = None) -> str:
+        """Seed 001's name for :meth:`learn_session`; returns the session id."""
+        return self.learn_session(session_commands, session_outcome).session_id
+
+    def learn_sessions(
+        self, sessions: Iterable[SessionRecord], *, progress: Callable[[int], None] | None = None, batch_size: int = 500
+    ) -> int:
+        """Learn many sessions: store the new ones, replay them into the predictor, then mine.
+
+        Args:
+            sessions: Session records (their ``namespace`` decides whose memory learns them).
+            progress: Called with the number of sessions processed so far, after each batch.
+            batch_size: Sessions stored per transaction.
+
+        Returns:
+            How many sessions were new (already stored ids are skipped).
+        """
+        added = 0
+        touched: set[str] = set()
+        batch: list[SessionRecord] = []
+        seen = 0
+
+        def flush() -> None:
+            nonlocal added
+            fresh = [s for s in batch if not self.store.has_session(s.session_id, namespace=s.namespace)]
+            if fresh:
+                with self._predictor_lock:
+                    loaded = {s.namespace for s in fresh if s.namespace in self._predictors}
+                    self.store.add_sessions(fresh)
+                    for s in fresh:
+                        if s.namespace in loaded:
+                            self._predictors[s.namespace].learn_session(
+                                s.actions,
+                                outcome=s.outcome,
+                                task=s.task,
+                                timestamps=s.timestamps,
+                                session_id=s.session_id,
+                            )
+                added += len(fresh)
+                touched.update(s.namespace for s in fresh)
+            batch.clear()
+
+        for s in sessions:
+            if not isinstance(s, SessionRecord):
+                raise InvalidSessionError(
+                    f"sessions must be SessionRecord, got {type(s).__name__}", field="sessions", value=s
+                )
+            batch.append(s)
+            seen += 1
+            if len(batch) >= batch_size:
+                flush()
+                if progress:
+                    progress(seen)
+        flush()
+        if progress:
+            progress(seen)
+        if self.mining.enabled:
+            for ns in touched:
+                self.mine_workflows(namespace=ns)
+        return added
+
+    def observe(self, action: str, *, session_id: str, task: str | None = None, namespace: str | None = None) -> None:
+        """Learn one action of a running session as it happens (within-session learning).
+
+        Call :meth:`end_session` when the session ends to store it with its outcome.
+        """
+        if not isinstance(action, str) or not action.strip():
+            raise InvalidSessionError(f"action must be a non-blank str, got {action!r}", field="action", value=action)
+        if not isinstance(session_id, str) or not session_id:
+            raise InvalidSessionError(
+                f"session_id must be a non-empty str, got {session_id!r}", field="session_id", value=session_id
+            )
+        self.predictor(namespace).observe(action, session_id=session_id, task=task)
+
+    def end_session(
+        self, session_id: str, outcome: Any = None, *, namespace: str | None = None
+    ) -> SessionRecord | None:
+        """Close a session fed by :meth:`observe`: store it with its outcome and mine workflows.
+
+        Returns:
+            The stored record, or None if no action was observed under this id.
+        """
+        ns = self._ns(namespace)
+        record = self.predictor(ns).end_session(session_id, outcome=outcome)
+        if record is None:
+            return None
+        record = record.model_copy(update={"namespace": ns})
+        self.store.add_sessions([record])
+        if self.mining.enabled:
+            self.mine_workflows(namespace=ns)
+        return record
+
+    def predict_next_action(
+        self, context: Sequence[str], task: str | None = None, top_k: int = 3, *, namespace: str | None = None
+    ) -> list[Prediction]:
+        """Rank what comes next after ``context`` (seed 001's ``predict_next_action``).
+
+        Args:
+            context: The latest actions, oldest first.
+            task: The task text, if known (helps for contexts never seen).
+            top_k: How many predictions.
+            namespace: Whose memory (default: this memory's).
+
+        Returns:
+            Predictions best first: concrete action, calibrated confidence in [0, 1], reason,
+            follow-up suggestions.
+        """
+        if isinstance(context, (str, bytes)) or not isinstance(context, Sequence):
+            raise ValidationError(
+                f"context must be a list of str, got {type(context).__name__}", field="context", value=context
+            )
+        if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
+            raise ValidationError(f"top_k must be an int >= 1, got {top_k!r}", field="top_k", value=top_k)
+        for i, a in enumerate(context):
+            if not isinstance(a, str):
+                raise ValidationError(f"context[{i}] must be a str, got {a!r}", field=f"context[{i}]", value=a)
+        preds = self.predictor(namespace).predict(list(context), task=task, top_k=top_k)
+        workflows = self._workflow_index(self._ns(namespace))
+        out = []
+        for p in preds:
+            wf = workflows.get(p.pattern or "")
+            if wf is not None and p.workflow_id is None:
+                p = p.model_copy(
+                    update={"workflow_id": wf.id, "reason": f"{p.reason}; step of learned workflow {wf.name!r}"}
+                )
+            out.append(p)
+        return out
+
+    def _workflow_index(self, namespace: str) -> dict[str, Procedure]:
+        index: dict[str, Procedure] = {}
+        for wf in self.store.list(namespace=namespace, kinds=["workflow"], tags=["learned"]):
+            if wf.metadata.get("status") != "promoted":
+                continue
+            for template in wf.metadata.get("templates", [])[1:]:
+                index.setdefault(template, wf)
+        return index
+
+    def patterns(
+        self, *, min_count: int = 2, limit: int | None = 50, namespace: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Learned patterns (action n-grams) with counts and success rates."""
+        return self.predictor(namespace).patterns(min_count=min_count, limit=limit)
+
+    def workflow_graph(self, *, namespace: str | None = None) -> Any:
+        """The learned transition graph (a ``networkx.DiGraph`` over normalised actions)."""
+        return self.predictor(namespace).graph
+
+    def mine_workflows(self, *, namespace: str | None = None) -> list[Procedure]:
+        """Promote recurring successful sequences into stored workflows; demote failing ones.
+
+        A candidate becomes a ``workflow`` procedure tagged ``learned`` with id
+        ``wf-<key>`` (version 1, note ``promoted``). When its success rate later falls below
+        ``mining.min_success_rate`` a new version with ``metadata["status"] = "demoted"`` is
+        written (note ``demoted``), so the change is visible in :meth:`versions`; if it recovers
+        it is promoted again.
+
+        Returns:
+            The workflows whose record changed.
+        """
+        from procmem.learning.mining import mine_workflows
+
+        ns = self._ns(namespace)
+        cfg = self.mining
+        sessions = list(self.store.iter_sessions(namespace=ns))
+        candidates = mine_workflows(
+            sessions,
+            min_support=cfg.min_support,
+            min_success_rate=0.0,
+            min_length=cfg.min_length,
+            max_length=cfg.max_length,
+        )
+        existing = {p.id: p for p in self.store.list(namespace=ns, kinds=["workflow"], tags=["learned"])}
+        changed: list[Procedure] = []
+        for cand in candidates:
+            wid = f"wf-{cand.key}"
+            ok = cand.success_rate >= cfg.min_success_rate
+            old = existing.get(wid)
+            if old is None and not ok:
+                continue
+            status = "promoted" if ok else "demoted"
+            stats = old.stats if old else None
+            meta = {
+                "learned": True,
+                "status": status,
+                "templates": list(cand.steps),
+                "support": cand.support,
+                "successes": cand.successes,
+                "failures": cand.failures,
+                "success_rate": round(cand.success_rate, 4),
+            }
+            if old is not None and old.metadata.get("status") == status:
+                if (old.metadata.get("support"), old.metadata.get("successes")) != (cand.support, cand.successes):
+                    self.store.update_counters(wid, metadata={**old.metadata, **meta})
+                continue
+            name = " → ".join(cand.steps[:4]) + (" …" if len(cand.steps) > 4 else "")
+            data = {
+                "id": wid,
+                "kind": "workflow",
+                "name": f"workflow: {name}",
+                "namespace": ns,
+                "description": (
+                    f"Learned workflow of {len(cand.steps)} steps, seen in {cand.support} sessions,"
+                    f" {cand.success_rate:.0%} successful: " + "; ".join(cand.examples)
+                ),
+                "steps": [{"action": a} for a in cand.examples],
+                "tags": ["learned"],
+                "metadata": meta,
+                "importance": 0.6 if ok else 0.2,
+            }
+            if stats is not None:
+                data["stats"] = stats.model_dump()
+            note = "promoted" if ok else (f"demoted: success rate {cand.success_rate:.2f} < {cfg.min_success_rate:.2f}")
+            changed.extend(self.store.put([self._build(data)], self._embed([self._build(data)]), note=note))
+        return changed
+
+    # ------------------------------------------------------------------ save / load
+    def save(self, path: str | os.PathLike[str], *, namespace: str | None = None) -> int:
+        """Export a namespace's procedures (with versions) and sessions to a JSON Lines file.
+
+        The format (``procmem-export`` v1): a header line
+        ``{"format": "procmem-export", "version": 1, "namespace": ..., "exported_at": ...}``,
+        then one line per record: ``{"type": "procedure", "versions": [...]}`` (every kept
+        version, oldest first) or ``{"type": "session", "session": {...}}``. It is written to a
+        temporary file and renamed, so a crash never leaves half a file. Never pickle.
+
+        Returns:
+            Number of records written.
+        """
+        ns = self._ns(namespace)
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        n = 0
+        fd, tmp = tempfile.mkstemp(prefix=".procmem-", suffix=".jsonl", dir=str(target.parent))
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(
+                    json.dumps(
+                        {
+                            "format": EXPORT_FORMAT,
+                            "version": EXPORT_VERSION,
+                            "namespace": ns,
+                            "exported_at": datetime.now(timezone.utc).isoformat(),
+                        }
+                    )
+                    + "\n"
+                )
+                for p in self.store.list(namespace=ns):
+                    versions = [json.loads(v.model_dump_json()) for v in self.store.versions(p.id)]
+                    fh.write(
+                        json.dumps(
+                            {"type": "procedure", "current": json.loads(p.model_dump_json()), "versions": versions}
+                        )
+                        + "\n"
+                    )
+                    n += 1
+                for s in self.store.iter_sessions(namespace=ns):
+                    fh.write(json.dumps({"type": "session", "session": json.loads(s.model_dump_json())}) + "\n")
+                    n += 1
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return n
+
+    def load(self, path: str | os.PathLike[str], *, namespace: str | None = None) -> dict[str, int]:
+        """Import a file written by :meth:`save` into a namespace (default: this memory's).
+
+        The whole file is validated before anything is written; procedures already stored
+        are updated as new versions, sessions already stored are skipped.
+
+        Returns:
+            ``{"procedures": n, "sessions": m}`` imported.
+
+        Raises:
+            ImportFormatError: The file is not a procmem export, or a line is malformed (names
+                the line); nothing is imported.
+        """
+        ns = self._ns(namespace)
+        procs: list[Procedure] = []
+        sessions: list[SessionRecord] = []
+        try:
+            fh = open(path, encoding="utf-8")
+        except OSError as exc:
+            raise ImportFormatError(f"cannot read {str(path)!r}: {exc}", field="path", value=str(path)) from exc
+        with fh:
+            try:
+                for lineno, line in enumerate(fh, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        obj = json.loads(line)
+                    except json.JSONDecodeError as exc:
+                        raise ImportFormatError(
+                            f"{path}:{lineno}: not JSON ({exc.msg})", field="line", value=lineno
+                        ) from None
+                    if lineno == 1:
+                        if not isinstance(obj, dict) or obj.get("format") != EXPORT_FORMAT:
+                            raise ImportFormatError(
+                                f"{path}: not a procmem export (no {EXPORT_FORMAT!r} header)",
+                                field="format",
+                                value=obj.get("format") if isinstance(obj, dict) else None,
+                            )
+                        if obj.get("version", 0) > EXPORT_VERSION:
+                            raise ImportFormatError(
+                                f"{path}: export version {obj.get('version')} is newer than "
+                                f"this procmem reads ({EXPORT_VERSION})",
+                                field="version",
+                                value=obj.get("version"),
+                            )
+                        continue
+                    kind = obj.get("type") if isinstance(obj, dict) else None
+                    try:
+                        if kind == "procedure":
+                            procs.append(Procedure.model_validate({**obj["current"], "namespace": ns}))
+                        elif kind == "session":
+                            sessions.append(SessionRecord.model_validate({**obj["session"], "namespace": ns}))
+                        else:
+                            raise ImportFormatError(
+                                f"{path}:{lineno}: unknown record type {kind!r}", field="type", value=kind
+                            )
+                    except (pydantic.ValidationError, KeyError, TypeError) as exc:
+                        raise ImportFormatError(
+                            f"{path}:{lineno}: invalid {kind} record: {exc}", field="line", value=lineno
+                        ) from None
+            except UnicodeDecodeError as exc:
+                raise ImportFormatError(f"{path}: not UTF-8 text ({exc})", field="encoding", value=None) from None
+        if procs:
+            self.store.put(procs, self._embed(procs), note="loaded")
+        added = self.learn_sessions(sessions) if sessions else 0
+        return {"procedures": len(procs), "sessions": added}
+
+    # ------------------------------------------------------------------ async twins
+    async def _run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(None, functools.partial(fn, *args, **kwargs))
+
+    async def aadd(self, procedure: Procedure | Mapping[str, Any]) -> Procedure:
+        """Async twin of :meth:`add`."""
+        return await self._run(self.add, procedure)
+
+    async def aget(self, procedure_id: str) -> Procedure:
+        """Async twin of :meth:`get`."""
+        return await self._run(self.get, procedure_id)
+
+    async def aupdate(self, procedure_id: str, **changes: Any) -> Procedure:
+        """Async twin of :meth:`update`."""
+        return await self._run(self.update, procedure_id, **changes)
+
+    async def adelete(self, procedure_id: str) -> bool:
+        """Async twin of :meth:`delete`."""
+        return await self._run(self.delete, procedure_id)
+
+    async def asearch(self, query: str, **kwargs: Any) -> list[SearchResult]:
+        """Async twin of :meth:`search`."""
+        return await self._run(self.search, query, **kwargs)
+
+    async def arecord_usage(self, query: str, procedure_id: str, success: bool = True, **kwargs: Any) -> None:
+        """Async twin of :meth:`record_usage`."""
+        return await self._run(self.record_usage, query, procedure_id, success, **kwargs)
+
+    async def arecord_outcome(self, procedure_id: str, success: bool, **kwargs: Any) -> Procedure:
+        """Async twin of :meth:`record_outcome`."""
+        return await self._run(self.record_outcome, procedure_id, success, **kwargs)
+
+    async def arollback(self, procedure_id: str, version: int) -> Procedure:
+        """Async twin of :meth:`rollback`."""
+        return await self._run(self.rollback, procedure_id, version)
+
+    async def astore_procedure(self, procedure_id: str, steps: Sequence[Any], *args: Any, **kwargs: Any) -> str:
+        """Async twin of :meth:`store_procedure`."""
+        return await self._run(self.store_procedure, procedure_id, steps, *args, **kwargs)
+
+    async def aexecute_procedure(self, procedure_id: str, *args: Any, **kwargs: Any) -> ExecutionResult:
+        """Async twin of :meth:`execute_procedure`."""
+        return await self._run(self.execute_procedure, procedure_id, *args, **kwargs)
+
+    async def arecord_skill(
+        self, name: str, pattern: str, triggers: Sequence[str] | None = None, **kwargs: Any
+    ) -> Procedure:
+        """Async twin of :meth:`record_skill`."""
+        return await self._run(self.record_skill, name, pattern, triggers, **kwargs)
+
+    async def afind_applicable_skills(self, situation: str, limit: int = 5, **kwargs: Any) -> list[SearchResult]:
+        """Async twin of :meth:`find_applicable_skills`."""
+        return await self._run(self.find_applicable_skills, situation, limit, **kwargs)
+
+    async def arecord_skill_usage(self, skill_id: str, success: bool = True, **kwargs: Any) -> Procedure:
+        """Async twin of :meth:`record_skill_usage`."""
+        return await self._run(self.record_skill_usage, skill_id, success, **kwargs)
+
+    async def alearn_session(
+        self, actions: Sequence[str], outcome: Any = None, task: Any = None, **kwargs: Any
+    ) -> SessionRecord:
+        """Async twin of :meth:`learn_session`."""
+        return await self._run(self.learn_session, actions, outcome, task, **kwargs)
+
+    async def apredict_next_action(
+        self, context: Sequence[str], task: str | None = None, top_k: int = 3, **kwargs: Any
+    ) -> list[Prediction]:
+        """Async twin of :meth:`predict_next_action`."""
+        return await self._run(self.predict_next_action, context, task, top_k, **kwargs)
+
+    async def aconsolidate(self, **kwargs: Any) -> ConsolidationReport:
+        """Async twin of :meth:`consolidate`."""
+        return await self._run(self.consolidate, **kwargs)

@@ -1,0 +1,262 @@
+"""The store contract: every backend must pass this suite."""
+
+import asyncio
+import sqlite3
+
+import numpy as np
+import pytest
+
+from procmem.errors import (
+    ConfigurationError,
+    CorruptStoreError,
+    EmbeddingDimensionError,
+    ProcedureNotFoundError,
+    SchemaVersionError,
+)
+from procmem.stores import InMemoryStore, SQLiteStore
+from procmem.types import Outcome, Procedure, SessionRecord, Usage
+
+BACKENDS = ["memory", "sqlite"]
+
+
+@pytest.fixture(params=BACKENDS)
+def store(request, tmp_path):
+    if request.param == "memory":
+        s = InMemoryStore()
+    else:
+        s = SQLiteStore(tmp_path / "store.sqlite3")
+    yield s
+    s.close()
+
+
+def _procs(embedder, *specs):
+    procs = [Procedure(**spec) for spec in specs]
+    return procs, embedder.embed_documents([p.text() for p in procs])
+
+
+def test_put_get_roundtrip_and_versions(store, embedder):
+    procs, vecs = _procs(embedder, {"name": "deploy", "description": "ship it", "steps": ["build", "push"]})
+    stored = store.put(procs, vecs)
+    assert stored[0].version == 1
+    got = store.get(procs[0].id)
+    assert [s.action for s in got.steps] == ["build", "push"]
+    updated = got.model_copy(update={"description": "ship it carefully"})
+    v2 = store.put([updated])[0]
+    assert v2.version == 2
+    history = store.versions(procs[0].id)
+    assert [v.version for v in history] == [1, 2]
+    assert history[0].procedure.description == "ship it"
+    assert history[1].note == "updated"
+
+
+def test_get_unknown_raises_keyerror(store):
+    with pytest.raises(ProcedureNotFoundError) as info:
+        store.get("nope")
+    assert isinstance(info.value, KeyError)
+    assert "nope" in str(info.value)
+
+
+def test_max_versions_trims_oldest(tmp_path, embedder):
+    s = SQLiteStore(tmp_path / "s.sqlite3", max_versions=2)
+    p = Procedure(name="x")
+    s.put([p], embedder.embed_documents([p.text()]))
+    for i in range(4):
+        s.put([p.model_copy(update={"description": f"d{i}"})])
+    assert [v.version for v in s.versions(p.id)] == [4, 5]
+
+
+def test_vector_and_lexical_search_with_filters(store, embedder):
+    procs, vecs = _procs(
+        embedder,
+        {"name": "git commit", "description": "commit staged changes", "tags": ["git"], "kind": "skill"},
+        {"name": "deploy app", "description": "deploy the application", "kind": "workflow", "namespace": "ops"},
+        {"name": "run tests", "description": "run the unit tests", "kind": "tool"},
+    )
+    store.put(procs, vecs)
+    hits = store.vector_search(embedder.embed_query("commit changes"), k=3)
+    assert hits[0][0] == procs[0].id
+    assert hits == sorted(hits, key=lambda h: -h[1])
+    assert store.vector_search(embedder.embed_query("deploy"), k=3, namespace="ops") == [
+        (procs[1].id, pytest.approx(store.vector_search(embedder.embed_query("deploy"), k=1, namespace="ops")[0][1]))
+    ]
+    assert [h[0] for h in store.vector_search(embedder.embed_query("x"), k=5, kinds=["tool"])] == [procs[2].id]
+    assert [h[0] for h in store.vector_search(embedder.embed_query("x"), k=5, tags=["git"])] == [procs[0].id]
+    lex = store.lexical_search("deploy application", k=3)
+    assert lex[0][0] == procs[1].id and lex[0][1] > 0
+    assert store.lexical_search("deploy", k=3, namespace="default") == []
+    assert store.lexical_search('"; DROP TABLE procedures; --', k=3) == []  # hostile text is just words
+    assert store.count() == 3
+
+
+def test_search_sees_updates_and_deletes(store, embedder):
+    procs, vecs = _procs(embedder, {"name": "alpha"}, {"name": "beta"})
+    store.put(procs, vecs)
+    store.vector_search(embedder.embed_query("alpha"), k=1)  # warm the cache
+    store.put([procs[0].model_copy(update={"name": "gamma"})], embedder.embed_documents(["gamma"]))
+    assert store.vector_search(embedder.embed_query("gamma"), k=1)[0][0] == procs[0].id
+    assert store.lexical_search("gamma", k=2)[0][0] == procs[0].id
+    assert store.delete(procs[0].id) is True
+    assert store.delete(procs[0].id) is False
+    assert all(h[0] != procs[0].id for h in store.vector_search(embedder.embed_query("gamma"), k=5))
+    assert store.lexical_search("gamma", k=2) == []
+
+
+def test_embedding_dimension_mismatch_refused_and_nothing_written(store, embedder):
+    procs, vecs = _procs(embedder, {"name": "a"})
+    store.put(procs, vecs)
+    bad = [Procedure(name="b")]
+    with pytest.raises(EmbeddingDimensionError):
+        store.put(bad, np.ones((1, 7), dtype=np.float32))
+    with pytest.raises(EmbeddingDimensionError):
+        store.put(bad, np.full((1, vecs.shape[1]), np.nan, dtype=np.float32))
+    assert store.count() == 1
+
+
+def test_usages_search_and_reassign(store, embedder):
+    procs, vecs = _procs(embedder, {"name": "a"}, {"name": "b"})
+    store.put(procs, vecs)
+    queries = ["book a flight to paris", "weather tomorrow"]
+    store.add_usages(
+        [
+            Usage(query=queries[0], procedure_id=procs[0].id),
+            Usage(query=queries[1], procedure_id=procs[1].id, success=False),
+        ],
+        embedder.embed_documents(queries),
+    )
+    hits = store.usage_search(embedder.embed_query("flight to paris"), k=1)
+    assert hits[0][0].procedure_id == procs[0].id and hits[0][0].success
+    assert store.count_usages() == 2
+    assert store.reassign_usages([procs[1].id], procs[0].id) == 1
+    assert {u.procedure_id for u, _ in store.usage_search(embedder.embed_query("x"), k=5)} == {procs[0].id}
+
+
+def test_outcomes_update_stats_atomically(store, embedder):
+    procs, vecs = _procs(embedder, {"name": "a"})
+    store.put(procs, vecs)
+    store.record_outcome(Outcome(procedure_id=procs[0].id, success=True, duration=2.0))
+    rec = store.record_outcome(Outcome(procedure_id=procs[0].id, success=False, duration=4.0, error="boom"))
+    assert (rec.stats.successes, rec.stats.failures) == (1, 1)
+    assert rec.stats.mean_duration == pytest.approx(3.0)
+    assert store.get(procs[0].id).version == 1  # stats are not a new version
+    assert [o.error for o in store.outcomes(procs[0].id)] == ["boom", None]
+    with pytest.raises(ProcedureNotFoundError):
+        store.record_outcome(Outcome(procedure_id="missing", success=True))
+
+
+def test_touch_counts_access(store, embedder):
+    procs, vecs = _procs(embedder, {"name": "a"})
+    store.put(procs, vecs)
+    store.touch([procs[0].id, procs[0].id, "missing"])
+    rec = store.get(procs[0].id)
+    assert rec.access_count == 1 and rec.last_accessed is not None
+
+
+def test_sessions_append_skip_duplicates_and_order(store):
+    s1 = SessionRecord(session_id="s1", actions=["a", "b"], outcome="success")
+    s2 = SessionRecord(session_id="s2", actions=["c"], namespace="other")
+    assert store.add_sessions([s1, s2, s1]) == 2
+    assert store.add_sessions([s1]) == 0
+    assert [s.session_id for s in store.iter_sessions()] == ["s1", "s2"]
+    assert [s.session_id for s in store.iter_sessions(namespace="other")] == ["s2"]
+    assert store.has_session("s1") and not store.has_session("s1", namespace="other")
+
+
+def test_clear_is_scoped_to_namespace(store, embedder):
+    procs, vecs = _procs(embedder, {"name": "a", "namespace": "u1"}, {"name": "b", "namespace": "u2"})
+    store.put(procs, vecs)
+    store.add_sessions([SessionRecord(actions=["x"], namespace="u1")])
+    assert store.clear("u1") == 1
+    assert [p.name for p in store.list()] == ["b"]
+    assert store.count_sessions(namespace="u1") == 0
+    with pytest.raises(ConfigurationError):
+        store.clear("")
+
+
+def test_async_twins(store, embedder):
+    procs, vecs = _procs(embedder, {"name": "a"})
+
+    async def go():
+        await store.aput(procs, vecs)
+        got = await store.aget(procs[0].id)
+        hits = await store.avector_search(embedder.embed_query("a"), k=1)
+        return got, hits
+
+    got, hits = asyncio.run(go())
+    assert got.name == "a" and hits[0][0] == procs[0].id
+
+
+def test_failed_transaction_leaves_store_unchanged(store, embedder):
+    procs, vecs = _procs(embedder, {"name": "a"}, {"name": "b"})
+    with pytest.raises(EmbeddingDimensionError):
+        store.put(procs, vecs[:1])
+    assert store.count() == 0
+
+
+# ---------------------------------------------------------------- SQLite file specifics
+
+
+def test_persistence_survives_reopen(tmp_path, embedder):
+    path = tmp_path / "p.sqlite3"
+    s = SQLiteStore(path)
+    procs, vecs = _procs(embedder, {"name": "persist me", "description": "durable"})
+    s.put(procs, vecs)
+    s.put([procs[0].model_copy(update={"description": "v2"})])
+    s.close()
+    s2 = SQLiteStore(path)
+    assert s2.get(procs[0].id).description == "v2"
+    assert len(s2.versions(procs[0].id)) == 2
+    assert s2.vector_search(embedder.embed_query("persist me"), k=1)[0][0] == procs[0].id
+    assert s2.integrity_check() == "ok"
+
+
+def test_garbage_file_is_refused_and_left_untouched(tmp_path):
+    path = tmp_path / "garbage.sqlite3"
+    payload = b"not a database at all " * 200
+    path.write_bytes(payload)
+    with pytest.raises(CorruptStoreError):
+        SQLiteStore(path)
+    assert path.read_bytes() == payload
+
+
+def test_foreign_sqlite_file_is_refused(tmp_path):
+    path = tmp_path / "foreign.sqlite3"
+    con = sqlite3.connect(path)
+    con.execute("CREATE TABLE customers (id INTEGER)")
+    con.commit()
+    con.close()
+    with pytest.raises(CorruptStoreError, match="not a procmem store"):
+        SQLiteStore(path)
+    con = sqlite3.connect(path)
+    assert con.execute("SELECT name FROM sqlite_master").fetchall() == [("customers",)]
+
+
+def test_newer_schema_is_refused(tmp_path):
+    path = tmp_path / "new.sqlite3"
+    SQLiteStore(path).close()
+    con = sqlite3.connect(path)
+    con.execute("PRAGMA user_version = 99")
+    con.commit()
+    con.close()
+    with pytest.raises(SchemaVersionError):
+        SQLiteStore(path)
+
+
+def test_wal_mode_and_second_connection_sees_writes(tmp_path, embedder):
+    path = tmp_path / "wal.sqlite3"
+    a, b = SQLiteStore(path), SQLiteStore(path)
+    assert a._pragma("journal_mode") == "wal"
+    procs, vecs = _procs(embedder, {"name": "shared"})
+    b.vector_search(embedder.embed_query("x"), k=1)  # b caches an empty index
+    a.put(procs, vecs)
+    assert b.get(procs[0].id).name == "shared"
+    assert b.vector_search(embedder.embed_query("shared"), k=1)[0][0] == procs[0].id
+
+
+def test_embedding_model_mismatch_is_refused(tmp_path, embedder):
+    path = tmp_path / "m.sqlite3"
+    s = SQLiteStore(path, embedding_model="model-a")
+    procs, vecs = _procs(embedder, {"name": "a"})
+    s.put(procs, vecs)
+    s.close()
+    with pytest.raises(ConfigurationError, match="model-a"):
+        SQLiteStore(path, embedding_model="model-b")
