@@ -326,8 +326,7 @@ class ProceduralMemory:
                 f"procedure {procedure_id!r} has no kept version {version} (kept: {sorted(kept)})"
             )
         current = self.store.get(procedure_id)
-        restored = current.model_copy(update=kept[version].procedure.content_fields())
-        restored = Procedure.model_validate(restored.model_dump())
+        restored = Procedure.model_validate({**current.model_dump(), **kept[version].procedure.content_fields()})
         return self.store.put([restored], self._embed([restored]), note=f"rollback to v{version}")[0]
 
     # ------------------------------------------------------------------ retrieval
