@@ -98,6 +98,8 @@ class MiningConfig(pydantic.BaseModel):
             workflow whose rate falls below it is demoted (a new version, visible in history).
         min_length: Fewest steps of a workflow.
         max_length: Most steps of a workflow.
+        max_workflows: Most promoted workflows per namespace; the most useful (support ×
+            steps) are promoted first.
     """
 
     model_config = pydantic.ConfigDict(extra="forbid")
@@ -107,6 +109,7 @@ class MiningConfig(pydantic.BaseModel):
     min_success_rate: float = pydantic.Field(default=0.7, ge=0.0, le=1.0)
     min_length: int = pydantic.Field(default=3, ge=2)
     max_length: int = pydantic.Field(default=8, ge=2)
+    max_workflows: int = pydantic.Field(default=200, ge=0)
 
 
 class ProceduralMemory:
@@ -1083,15 +1086,15 @@ class ProceduralMemory:
             max_length=cfg.max_length,
         )
         existing = {p.id: p for p in self.store.list(namespace=ns, kinds=["workflow"], tags=["learned"])}
-        changed: list[Procedure] = []
+        room = cfg.max_workflows - sum(1 for p in existing.values() if p.metadata.get("status") == "promoted")
+        writes: dict[str, list[Procedure]] = {}
         for cand in candidates:
             wid = f"wf-{cand.key}"
             ok = cand.success_rate >= cfg.min_success_rate
             old = existing.get(wid)
-            if old is None and not ok:
+            if old is None and (not ok or room <= 0):
                 continue
             status = "promoted" if ok else "demoted"
-            stats = old.stats if old else None
             meta = {
                 "learned": True,
                 "status": status,
@@ -1105,6 +1108,8 @@ class ProceduralMemory:
                 if (old.metadata.get("support"), old.metadata.get("successes")) != (cand.support, cand.successes):
                     self.store.update_counters(wid, metadata={**old.metadata, **meta})
                 continue
+            if old is None:
+                room -= 1
             name = " → ".join(cand.steps[:4]) + (" …" if len(cand.steps) > 4 else "")
             data = {
                 "id": wid,
@@ -1120,10 +1125,13 @@ class ProceduralMemory:
                 "metadata": meta,
                 "importance": 0.6 if ok else 0.2,
             }
-            if stats is not None:
-                data["stats"] = stats.model_dump()
-            note = "promoted" if ok else (f"demoted: success rate {cand.success_rate:.2f} < {cfg.min_success_rate:.2f}")
-            changed.extend(self.store.put([self._build(data)], self._embed([self._build(data)]), note=note))
+            if old is not None:
+                data["stats"] = old.stats.model_dump()
+            note = "promoted" if ok else f"demoted: success rate {cand.success_rate:.2f} < {cfg.min_success_rate:.2f}"
+            writes.setdefault(note, []).append(self._build(data))
+        changed: list[Procedure] = []
+        for note, procs in writes.items():
+            changed.extend(self.store.put(procs, self._embed(procs), note=note))
         return changed
 
     # ------------------------------------------------------------------ save / load
