@@ -1,0 +1,26 @@
+"""Learning from sessions: action normalisation and workflow mining."""
+
+from procmem.learning.mining import WorkflowCandidate, mine_workflows
+from procmem.learning.normalize import (
+    PLACEHOLDERS,
+    NormalizedAction,
+    collapse_whitespace,
+    extract_task_values,
+    fill_template,
+    normalize_action,
+    placeholders_of,
+    program,
+)
+
+__all__ = [
+    "PLACEHOLDERS",
+    "NormalizedAction",
+    "WorkflowCandidate",
+    "collapse_whitespace",
+    "extract_task_values",
+    "fill_template",
+    "mine_workflows",
+    "normalize_action",
+    "placeholders_of",
+    "program",
+]

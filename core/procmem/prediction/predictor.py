@@ -1,0 +1,1066 @@
+"""Next-action prediction: a variable-order context model with an online-learned ranker.
+
+:class:`NextActionPredictor` is seed 001's ``predict_next_action`` grown into a small
+prequential learner. Several experts propose candidate next actions and describe each one by
+a few numbers (features):
+
+* **variable-order context model** over concrete actions, orders 0..``max_order``: the
+  shrunk frequency ``c(a | ctx) / (n(ctx) + 1)`` (PPM escape method A; Cleary & Witten 1984)
+  and whether ``a`` was the most recent continuation of the context (recency);
+* **template model** over normalised actions (seed 001's normalisation) for contexts whose
+  concrete values were never seen, with placeholders filled from the session's recent values,
+  the task text, or the slot's usual value (:mod:`procmem.learning.normalize`);
+* **program model**: the program (first word / function name) after the last program, which
+  backs off further when even the template is new;
+* **within-session repetition**: the last action and a decayed count of recent ones
+  (IPAM's observation that users repeat themselves; Davison & Hirsh 1998);
+* **similar past tasks**: cosine similarity of the task text's embedding to past sessions'
+  task texts, voting for what those sessions did after the same step (seed 001's embedding
+  similarity); and, with an embedder, the nearest known action (cosine >= the threshold) for
+  an action never seen before;
+* **outcomes**: the success rate of the transition (graph edge) in past sessions.
+
+The candidates' features are scored by a conditional-logit (softmax) ranker whose weights are
+learned online by stochastic gradient ascent on the log-likelihood of the action that actually
+came next (McFadden 1974; the online mixture-of-experts view of Jacobs et al. 1991). The
+top-1 confidence is calibrated online by histogram binning of past top-1 hits (Zadrozny &
+Elkan 2001). All updates are deterministic functions of the observed sequence, so replaying
+stored sessions with :meth:`NextActionPredictor.learn_sessions` rebuilds the same model.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import networkx as nx
+import numpy as np
+
+from procmem.embeddings.base import Embedder
+from procmem.errors import ConfigurationError, InvalidSessionError
+from procmem.learning.normalize import (
+    collapse_whitespace,
+    extract_task_values,
+    normalize_action,
+    placeholders_of,
+    program,
+)
+from procmem.types import Prediction, SessionRecord
+
+__all__ = ["NextActionPredictor"]
+
+_SOURCES = ("slot", "session", "task", "global")
+
+
+def _check_action(action: Any, where: str) -> str:
+    if not isinstance(action, str) or not action.strip():
+        raise InvalidSessionError(f"{where} must be a non-blank string, got {action!r}",
+                                  field=where, value=action)
+    return collapse_whitespace(action)
+
+
+def _outcome_flag(outcome: str | bool | None) -> bool | None:
+    if outcome is None:
+        return None
+    if isinstance(outcome, bool):
+        return outcome
+    if isinstance(outcome, str):
+        low = outcome.strip().lower()
+        if low in {"success", "succeeded", "ok", "true", "pass", "passed"}:
+            return True
+        if low in {"failure", "failed", "fail", "error", "false"}:
+            return False
+    raise InvalidSessionError(
+        f"outcome must be 'success', 'failure', a bool or None, got {outcome!r}",
+        field="outcome", value=outcome,
+    )
+
+
+class _Live:
+    """The state of one session being streamed."""
+
+    __slots__ = ("actions", "templates", "programs", "task", "slot_values", "type_values")
+
+    def __init__(self, task: str | None) -> None:
+        self.actions: list[str] = []
+        self.templates: list[str] = []
+        self.programs: list[str] = []
+        self.task = task
+        self.slot_values: dict[tuple[str, int], list[str]] = {}
+        self.type_values: dict[str, list[str]] = {}
+
+
+class NextActionPredictor:
+    """Predicts an agent's or user's next action from the actions so far (seed 001).
+
+    Args:
+        embedder: Embeds task texts (and unseen actions) to find similar past sessions; None
+            disables the embedding experts (everything else works without it).
+        max_order: Longest context, in actions, of the context models (>= 1).
+        similarity_threshold: Cosine similarity in [-1, 1] an unseen action must reach with a
+            known one to borrow its continuations (seed 001 used 0.7).
+        task_neighbours: How many most similar past tasks vote (>= 1).
+        template_order: Longest context of the template model (>= 1).
+        learning_rate: Step size of the online ranker (> 0).
+        calibration_bins: Histogram bins of the online confidence calibration (>= 2).
+        online: When False the ranker keeps its initial weights and calibration is not
+            updated; learning is then pure counting (fastest bulk replay).
+
+    Raises:
+        ConfigurationError: An option is out of range.
+
+    Example:
+        >>> p = NextActionPredictor()
+        >>> for _ in range(3):
+        ...     p.learn_session(["git status", "git add .", "git commit -m x"], outcome=True)
+        >>> p.rank(["git status", "git add ."], k=1)
+        ['git commit -m x']
+    """
+
+    def __init__(
+        self,
+        *,
+        embedder: Embedder | None = None,
+        max_order: int = 5,
+        similarity_threshold: float = 0.7,
+        task_neighbours: int = 8,
+        template_order: int = 3,
+        learning_rate: float = 0.1,
+        calibration_bins: int = 20,
+        online: bool = True,
+        top_frequent: int = 20,
+        log_features: bool = True,
+        window: int = 5,
+    ) -> None:
+        if not isinstance(max_order, int) or max_order < 1:
+            raise ConfigurationError(f"max_order must be an int >= 1, got {max_order!r}")
+        if not isinstance(template_order, int) or template_order < 1:
+            raise ConfigurationError(f"template_order must be an int >= 1, got {template_order!r}")
+        if not -1.0 <= float(similarity_threshold) <= 1.0:
+            raise ConfigurationError(
+                f"similarity_threshold must be in [-1, 1], got {similarity_threshold!r}")
+        if not isinstance(task_neighbours, int) or task_neighbours < 1:
+            raise ConfigurationError(f"task_neighbours must be an int >= 1, got {task_neighbours!r}")
+        if not learning_rate > 0:
+            raise ConfigurationError(f"learning_rate must be > 0, got {learning_rate!r}")
+        if not isinstance(calibration_bins, int) or calibration_bins < 2:
+            raise ConfigurationError(
+                f"calibration_bins must be an int >= 2, got {calibration_bins!r}")
+        self.embedder = embedder
+        self.max_order = max_order
+        self.similarity_threshold = float(similarity_threshold)
+        self.task_neighbours = task_neighbours
+        self.template_order = template_order
+        self.learning_rate = float(learning_rate)
+        self.calibration_bins = calibration_bins
+        self.online = online
+        self.top_frequent = top_frequent
+        self.window = window
+
+        k = max_order
+        # Concrete context model: order -> context tuple -> {action: count}; and last follower.
+        self._next: list[dict[tuple[str, ...], dict[str, int]]] = [{} for _ in range(k + 1)]
+        self._total: list[dict[tuple[str, ...], int]] = [{} for _ in range(k + 1)]
+        self._last: list[dict[tuple[str, ...], str]] = [{} for _ in range(k + 1)]
+        # Template model (orders 1..template_order), and a template -> concrete examples map.
+        self._tnext: list[dict[tuple[str, ...], dict[str, int]]] = [
+            {} for _ in range(template_order + 1)]
+        self._ttotal: list[dict[tuple[str, ...], int]] = [{} for _ in range(template_order + 1)]
+        # Program model: previous program -> {program: count}.
+        self._pnext: dict[str, dict[str, int]] = {}
+        self._ptotal: dict[str, int] = {}
+        self._pcount: dict[str, int] = {}
+        self._pactions: dict[str, dict[str, int]] = {}
+        # Trigger (skip-gram) model: b -> {a: times a came within ``window`` actions after b}.
+        self._trig: dict[str, dict[str, int]] = {}
+        self._trig_total: dict[str, int] = {}
+        self._pnext2: dict[tuple[str, str], dict[str, int]] = {}
+        # Slot filling: (template, slot) -> {value: count}; source hit statistics.
+        self._slot_global: dict[tuple[str, int], dict[str, int]] = {}
+        self._source_stats: dict[tuple[str, int], list[int]] = {}
+        # Outcomes: template edge -> [count, successes, failures]; template -> outcomes.
+        self._edges: dict[tuple[str, str], list[int]] = {}
+        self._outcomes: dict[str, list[int]] = {}
+        self._pattern_outcomes: dict[tuple[str, ...], list[int]] = {}
+        # Past tasks: embeddings and templates of sessions that had a task text.
+        self._task_cache: dict[str, np.ndarray] = {}
+        self._action_cache: dict[str, np.ndarray] = {}
+        self._task_rows: list[np.ndarray] = []
+        self._task_templates: list[list[str]] = []
+        self._task_matrix: np.ndarray | None = None
+        self._known_actions: list[str] = []
+        self._known_matrix: np.ndarray | None = None
+        # Ranker weights and calibration.
+        self._names = self._feature_names()
+        self._logidx = [j for j, nm in enumerate(self._names) if log_features and (
+            nm.startswith(("order", "template")) or nm in (
+                "fill", "program", "program2", "trigger", "task_next", "task_any", "similar_action"))]
+        self._w = self._initial_weights()
+        self._cal = [[0, 0] for _ in range(calibration_bins)]
+        self._cache: tuple[Any, list[str], list[list[float]], list[str]] | None = None
+        self._live: dict[str, _Live] = {}
+        self._top0: list[str] | None = None
+        self._top0_min = 0
+        self._n_sessions = 0
+        self._n_actions = 0
+
+    # ----------------------------------------------------------------------------- features
+
+    def _feature_names(self) -> list[str]:
+        k = self.max_order
+        names = [f"order{i}" for i in range(k + 1)] + [f"last{i}" for i in range(1, k + 1)]
+        names += [f"template{i}" for i in range(1, self.template_order + 1)]
+        names += ["fill", "program", "program2", "trigger", "repeat1", "recent", "in_session", "task_next",
+                  "task_any", "similar_action", "success"]
+        return names
+
+    def _initial_weights(self) -> list[float]:
+        w = []
+        for name in self._names:
+            if name.startswith("order"):
+                w.append(1.0 + 0.5 * int(name[5:]))
+            elif name.startswith("last"):
+                w.append(0.5)
+            elif name.startswith("template"):
+                w.append(1.0 + 0.5 * int(name[8:]))
+            else:
+                w.append({"fill": 1.0, "program": 1.0, "program2": 1.0, "trigger": 1.0, "repeat1": 0.0, "recent": 0.5,
+                          "in_session": 0.5, "task_next": 2.0, "task_any": 1.0,
+                          "similar_action": 1.0, "success": 0.0}[name])
+        return w
+
+    # ----------------------------------------------------------------------------- learning
+
+    def learn_session(
+        self,
+        actions: Sequence[str],
+        *,
+        outcome: str | bool | None = None,
+        task: str | Sequence[str] | None = None,
+        timestamps: Sequence[Any] | None = None,
+        session_id: str | None = None,
+    ) -> None:
+        """Learn one whole session (seed 001's ``learn_workflow``).
+
+        Equivalent to :meth:`observe` for each action then :meth:`end_session`, so a model
+        built by streaming and one rebuilt by replaying the stored sessions are identical.
+
+        Args:
+            actions: The actions in order; at least one non-blank string.
+            outcome: ``"success"``/``"failure"``, a bool, or None when unknown.
+            task: Task text, or a list of instruction texts (joined with spaces).
+            timestamps: One per action if given (checked, otherwise unused).
+            session_id: Identifier; a fresh one is used when omitted.
+
+        Raises:
+            InvalidSessionError: Empty actions, a blank action, bad outcome, or timestamps of
+                the wrong length.
+        """
+        if isinstance(actions, str) or not isinstance(actions, Sequence) or len(actions) == 0:
+            raise InvalidSessionError(
+                f"actions must be a non-empty list of strings, got {actions!r}"[:200],
+                field="actions", value=actions)
+        if timestamps is not None and len(timestamps) != len(actions):
+            raise InvalidSessionError(
+                f"timestamps has {len(timestamps)} items but actions has {len(actions)}",
+                field="timestamps", value=len(timestamps))
+        flag = _outcome_flag(outcome)
+        clean = [_check_action(a, f"actions[{i}]") for i, a in enumerate(actions)]
+        sid = session_id if session_id is not None else f"__replay_{self._n_sessions}"
+        text = self._task_text(task)
+        self._live.pop(sid, None)
+        for a in clean:
+            self._observe(a, sid, text)
+        self._end(sid, flag)
+
+    def learn_sessions(
+        self,
+        sessions: Iterable[SessionRecord | dict[str, Any]],
+        *,
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """Learn many sessions in order (bulk replay of a store).
+
+        Args:
+            sessions: :class:`SessionRecord` objects or dicts with ``actions`` and optionally
+                ``outcome``, ``task`` (or ``instructions``), ``session_id``.
+            progress: Called with the number of sessions learned so far after each one.
+
+        Returns:
+            The number of sessions learned.
+
+        Raises:
+            InvalidSessionError: A session is invalid (the sessions before it stay learned).
+        """
+        n = 0
+        for s in sessions:
+            if isinstance(s, SessionRecord):
+                self.learn_session(s.actions, outcome=s.outcome, task=s.task,
+                                   session_id=s.session_id)
+            elif isinstance(s, dict):
+                self.learn_session(s.get("actions") or [], outcome=s.get("outcome"),
+                                   task=s.get("task") or s.get("instructions"),
+                                   session_id=s.get("session_id"))
+            else:
+                raise InvalidSessionError(
+                    f"session must be a SessionRecord or dict, got {type(s).__name__}",
+                    field="session", value=s)
+            n += 1
+            if progress is not None:
+                progress(n)
+        return n
+
+    def observe(self, action: str, *, session_id: str, task: str | None = None) -> None:
+        """Learn the next action of a streamed session immediately (within-session learning).
+
+        Args:
+            action: The action just taken.
+            session_id: The session it belongs to; a new id starts a new session.
+            task: The session's task text (used when the session starts).
+
+        Raises:
+            InvalidSessionError: The action is blank or not a string.
+        """
+        a = _check_action(action, "action")
+        self._observe(a, session_id, self._task_text(task))
+
+    def end_session(self, session_id: str, *, outcome: str | bool | None = None) -> SessionRecord | None:
+        """Close a streamed session and credit its outcome to what it did.
+
+        Args:
+            session_id: The session to close.
+            outcome: ``"success"``/``"failure"``, a bool, or None when unknown.
+
+        Returns:
+            The session as a record for the caller to persist, or None if no action of it
+            was observed.
+
+        Raises:
+            InvalidSessionError: The outcome is not understood.
+        """
+        flag = _outcome_flag(outcome)
+        live = self._live.get(session_id)
+        if live is None:
+            return None
+        record = SessionRecord(session_id=session_id, actions=list(live.actions),
+                               outcome=None if flag is None else ("success" if flag else "failure"),
+                               task=live.task)
+        self._end(session_id, flag)
+        return record
+
+    @staticmethod
+    def _task_text(task: str | Sequence[str] | None) -> str | None:
+        if task is None:
+            return None
+        if isinstance(task, str):
+            return task.strip() or None
+        if isinstance(task, Sequence) and all(isinstance(t, str) for t in task):
+            return " ".join(t.strip() for t in task if t.strip()) or None
+        raise InvalidSessionError(f"task must be a string or a list of strings, got {task!r}",
+                                  field="task", value=task)
+
+    def _observe(self, a: str, sid: str, task: str | None) -> None:
+        live = self._live.get(sid)
+        if live is None:
+            live = self._live[sid] = _Live(task)
+        elif live.task is None and task is not None:
+            live.task = task
+        hist = live.actions
+        if self.online:
+            key = (len(hist), tuple(hist[-self.max_order - 1:]), live.task)
+            cache = self._cache
+            if cache is not None and cache[0] == key:
+                cands, feats = cache[1], cache[2]
+            else:
+                cands, feats, _ = self._candidates(hist, live.task, live)
+            self._update_ranker(cands, feats, a)
+        norm = normalize_action(a)
+        tpl = norm.template
+        prog = program(a)
+        # Slot-filling statistics, measured before the values are learned.
+        if norm.values:
+            self._learn_slots(tpl, norm.values, live)
+        n = len(hist)
+        kmax = min(self.max_order, n)
+        for k in range(kmax + 1):
+            ctx = tuple(hist[n - k:]) if k else ()
+            d = self._next[k].get(ctx)
+            if d is None:
+                self._next[k][ctx] = {a: 1}
+                self._total[k][ctx] = 1
+            else:
+                d[a] = d.get(a, 0) + 1
+                self._total[k][ctx] += 1
+            if k:
+                self._last[k][ctx] = a
+        th = live.templates
+        m = len(th)
+        for k in range(1, min(self.template_order, m) + 1):
+            ctx = tuple(th[m - k:])
+            d = self._tnext[k].get(ctx)
+            if d is None:
+                self._tnext[k][ctx] = {tpl: 1}
+                self._ttotal[k][ctx] = 1
+            else:
+                d[tpl] = d.get(tpl, 0) + 1
+                self._ttotal[k][ctx] += 1
+        if m:
+            prev_t = th[-1]
+            e = self._edges.get((prev_t, tpl))
+            if e is None:
+                self._edges[(prev_t, tpl)] = [1, 0, 0]
+            else:
+                e[0] += 1
+        seen_b: set[str] = set()
+        for b in hist[-1:-self.window - 1:-1]:
+            if b in seen_b:
+                continue
+            seen_b.add(b)
+            d = self._trig.get(b)
+            if d is None:
+                self._trig[b] = {a: 1}
+                self._trig_total[b] = 1
+            else:
+                d[a] = d.get(a, 0) + 1
+                self._trig_total[b] += 1
+        if len(live.programs) >= 2:
+            pk = (live.programs[-2], live.programs[-1])
+            d = self._pnext2.get(pk)
+            if d is None:
+                self._pnext2[pk] = {prog: 1}
+            else:
+                d[prog] = d.get(prog, 0) + 1
+        pp = live.programs[-1] if live.programs else ""
+        d = self._pnext.get(pp)
+        if d is None:
+            self._pnext[pp] = {prog: 1}
+            self._ptotal[pp] = 1
+        else:
+            d[prog] = d.get(prog, 0) + 1
+            self._ptotal[pp] += 1
+        self._pcount[prog] = self._pcount.get(prog, 0) + 1
+        pa = self._pactions.get(prog)
+        if pa is None:
+            self._pactions[prog] = {a: 1}
+        else:
+            pa[a] = pa.get(a, 0) + 1
+        if self._known_matrix is not None and a not in self._next[0][()]:
+            self._known_matrix = None
+        if self._top0 is not None:
+            z = self._next[0][()]
+            if z.get(a, 0) + 1 > self._top0_min or len(self._top0) < self.top_frequent:
+                self._top0 = None
+        hist.append(a)
+        th.append(tpl)
+        live.programs.append(prog)
+        for i, (ph, v) in enumerate(norm.values):
+            self._push(live.slot_values, (tpl, i), v)
+            self._push(live.type_values, ph, v)
+        self._n_actions += 1
+        self._cache = None
+
+    @staticmethod
+    def _push(d: dict[Any, list[str]], key: Any, value: str) -> None:
+        lst = d.get(key)
+        if lst is None:
+            d[key] = [value]
+        else:
+            if value in lst:
+                lst.remove(value)
+            lst.append(value)
+
+    def _end(self, sid: str, flag: bool | None) -> None:
+        live = self._live.pop(sid, None)
+        if live is None:
+            return
+        self._n_sessions += 1
+        th = live.templates
+        idx = 0 if flag is None else (1 if flag else 2)
+        for t in set(th):
+            o = self._outcomes.get(t)
+            if o is None:
+                o = self._outcomes[t] = [0, 0, 0]
+            o[idx] += 1
+        if flag is not None:
+            for pair in set(zip(th, th[1:])):
+                self._edges[pair][idx] += 1
+            seen: set[tuple[str, ...]] = set()
+            for n in range(2, self.max_order + 1):
+                for i in range(len(th) - n + 1):
+                    seen.add(tuple(th[i:i + n]))
+            for g in seen:
+                po = self._pattern_outcomes.get(g)
+                if po is None:
+                    po = self._pattern_outcomes[g] = [0, 0]
+                po[idx - 1] += 1
+        if live.task is not None and self.embedder is not None:
+            self._task_rows.append(self._embed_task(live.task))
+            self._task_templates.append(list(th))
+            self._task_matrix = None
+
+    # ----------------------------------------------------------------------- slot filling
+
+    def _slot_options(self, tpl: str, slot: int, ph: str, live: _Live | None,
+                      task_values: dict[str, list[str]], used: set[str]) -> list[tuple[str, str, int]]:
+        """Candidate values of one slot: (value, source, rank within source), best first."""
+        out: list[tuple[str, str, int]] = []
+        seen: set[str] = set()
+
+        def add(vals: Iterable[str], source: str, limit: int) -> None:
+            r = 0
+            for v in vals:
+                if r >= limit:
+                    break
+                if v in seen:
+                    continue
+                seen.add(v)
+                out.append((v, source, r))
+                r += 1
+
+        if live is not None:
+            add(reversed(live.slot_values.get((tpl, slot), ())), "slot", 2)
+            add(reversed(live.type_values.get(ph, ())), "session", 3)
+        tv = task_values.get(ph, [])
+        add([v for v in tv if v not in used] + [v for v in tv if v in used], "task", 4)
+        g = self._slot_global.get((tpl, slot))
+        if g:
+            add(sorted(g, key=lambda v: -g[v]), "global", 2)
+        return out
+
+    def _source_p(self, source: str, rank: int) -> float:
+        s = self._source_stats.get((source, rank))
+        prior = {"slot": 0.5, "session": 0.3, "task": 0.3, "global": 0.3}[source] / (1 + rank)
+        if s is None:
+            return prior
+        return (s[0] + 2 * prior) / (s[1] + 2)
+
+    def _learn_slots(self, tpl: str, values: tuple[tuple[str, str], ...], live: _Live) -> None:
+        task_values = extract_task_values(live.task) if live.task else {}
+        used = set(v for vs in live.type_values.values() for v in vs)
+        for i, (ph, v) in enumerate(values):
+            for value, source, r in self._slot_options(tpl, i, ph, live, task_values, used):
+                s = self._source_stats.get((source, r))
+                if s is None:
+                    s = self._source_stats[(source, r)] = [0, 0]
+                s[1] += 1
+                if value == v:
+                    s[0] += 1
+            g = self._slot_global.get((tpl, i))
+            if g is None:
+                self._slot_global[(tpl, i)] = {v: 1}
+            else:
+                g[v] = g.get(v, 0) + 1
+
+    def _fill(self, tpl: str, live: _Live | None, task_values: dict[str, list[str]],
+              used: set[str], limit: int = 3) -> list[tuple[str, float]]:
+        """Concrete fillings of a template with their fill probabilities, best first."""
+        slots = placeholders_of(tpl)
+        if not slots:
+            return [(tpl, 1.0)]
+        partial: list[tuple[list[str], float]] = [([], 1.0)]
+        for i, ph in enumerate(slots):
+            opts = self._slot_options(tpl, i, ph, live, task_values, used)
+            if not opts:
+                return []
+            scored = [(v, self._source_p(src, r)) for v, src, r in opts]
+            z = sum(p for _, p in scored) or 1.0
+            scored = [(v, p / z * min(1.0, z)) for v, p in scored]
+            scored.sort(key=lambda x: -x[1])
+            nxt = [(vals + [v], p * q) for vals, p in partial for v, q in scored[:limit]]
+            nxt.sort(key=lambda x: -x[1])
+            partial = nxt[:limit]
+        out = []
+        pieces = _split_template(tpl)
+        for vals, p in partial:
+            s = pieces[0]
+            for v, piece in zip(vals, pieces[1:]):
+                s += v + piece
+            out.append((s, p))
+        return out
+
+    # ------------------------------------------------------------------------- embeddings
+
+    def _embed_task(self, text: str) -> np.ndarray:
+        v = self._task_cache.get(text)
+        if v is None:
+            assert self.embedder is not None
+            v = np.asarray(self.embedder.embed_query(text), dtype=np.float32)
+            self._task_cache[text] = v
+        return v
+
+    def _similar_tasks(self, task: str) -> list[tuple[int, float]]:
+        if self.embedder is None or not self._task_rows:
+            return []
+        if self._task_matrix is None:
+            self._task_matrix = np.stack(self._task_rows)
+        q = self._embed_task(task)
+        sims = self._task_matrix @ q
+        m = min(self.task_neighbours, len(sims))
+        idx = np.argpartition(-sims, m - 1)[:m] if m < len(sims) else np.arange(len(sims))
+        order = sorted(idx.tolist(), key=lambda i: (-float(sims[i]), i))
+        return [(i, float(sims[i])) for i in order]
+
+    def _similar_action(self, a: str) -> tuple[str, float] | None:
+        """The nearest known action to an unseen one, if cosine >= the threshold."""
+        if self.embedder is None:
+            return None
+        known = self._next[0].get(())
+        if not known:
+            return None
+        if self._known_matrix is None:
+            self._known_actions = list(known)
+            self._known_matrix = np.stack([self._embed_action(x) for x in self._known_actions])
+        q = self._embed_action(a)
+        sims = self._known_matrix @ q
+        i = int(np.argmax(sims))
+        if float(sims[i]) >= self.similarity_threshold:
+            return self._known_actions[i], float(sims[i])
+        return None
+
+    def _embed_action(self, a: str) -> np.ndarray:
+        v = self._action_cache.get(a)
+        if v is None:
+            assert self.embedder is not None
+            v = np.asarray(self.embedder.embed_query(a), dtype=np.float32)
+            self._action_cache[a] = v
+        return v
+
+    # ------------------------------------------------------------------------- candidates
+
+    def _candidates(self, hist: Sequence[str], task: str | None, live: _Live | None,
+                    ) -> tuple[list[str], list[list[float]], list[str]]:
+        """Candidate actions, their feature vectors, and their templates."""
+        k_max = self.max_order
+        nf = len(self._names)
+        feats: dict[str, list[float]] = {}
+        tpls: dict[str, str] = {}
+        n = len(hist)
+        i_last = k_max + 1
+        i_tpl = 2 * k_max + 1
+        i_fill = i_tpl + self.template_order
+        i_prog, i_prog2, i_trig = i_fill + 1, i_fill + 2, i_fill + 3
+        i_rep1, i_recent, i_in = i_fill + 4, i_fill + 5, i_fill + 6
+        i_tnext, i_tany, i_sim, i_succ = i_fill + 7, i_fill + 8, i_fill + 9, i_fill + 10
+
+        def vec(a: str) -> list[float]:
+            v = feats.get(a)
+            if v is None:
+                v = feats[a] = [0.0] * nf
+            return v
+
+        # Concrete context model, orders max..1 then 0 (top few only).
+        longest = 0
+        for k in range(min(k_max, n), 0, -1):
+            ctx = tuple(hist[n - k:])
+            d = self._next[k].get(ctx)
+            if d is None:
+                continue
+            if not longest:
+                longest = k
+            tot = self._total[k][ctx] + 1.0
+            for a, c in d.items():
+                vec(a)[k] = c / tot
+            vec(self._last[k][ctx])[i_last + k - 1] = 1.0
+        zero = self._next[0].get(())
+        if zero:
+            tot0 = self._total[0][()] + 1.0
+            top0 = self._top0 if self._top0 is not None else self._refresh_top0()
+            for a in top0:
+                vec(a)
+            # Program back-off: frequent actions of the programs likely to come next.
+            pp0 = program(hist[-1]) if n else ""
+            pd0 = self._pnext.get(pp0)
+            if pd0:
+                for pg, _ in sorted(pd0.items(), key=lambda x: -x[1])[:3]:
+                    pa = self._pactions.get(pg, {})
+                    for a, _ in sorted(pa.items(), key=lambda x: -x[1])[:3]:
+                        vec(a)
+            for j in range(n - 1, max(-1, n - 61), -1):
+                vec(hist[j])
+            for a in feats:
+                c = zero.get(a)
+                if c:
+                    feats[a][0] = c / tot0
+        # Template model with filled placeholders.
+        if live is not None:
+            th = live.templates
+        else:
+            th = [normalize_action(a).template for a in hist[-self.template_order:]]
+        m = len(th)
+        task_values: dict[str, list[str]] | None = None
+        used: set[str] | None = None
+        tscore: dict[str, list[float]] = {}
+        for k in range(1, min(self.template_order, m) + 1):
+            ctx = tuple(th[m - k:])
+            d = self._tnext[k].get(ctx)
+            if d is None:
+                break
+            tot = self._ttotal[k][ctx] + 1.0
+            for t, c in sorted(d.items(), key=lambda x: -x[1])[:8]:
+                tscore.setdefault(t, [0.0] * (self.template_order + 1))[k] = c / tot
+        # Similar past tasks: vote for templates.
+        tvotes: dict[str, list[float]] = {}
+        if task and self.embedder is not None and self._task_rows:
+            last_t = th[-1] if m else None
+            neigh = self._similar_tasks(task)
+            z = sum(max(s, 0.0) for _, s in neigh) or 1.0
+            for j, s in neigh:
+                w = max(s, 0.0) / z
+                seq = self._task_templates[j]
+                nxt: set[str] = set()
+                if last_t is None:
+                    nxt.add(seq[0])
+                else:
+                    for i in range(len(seq) - 1):
+                        if seq[i] == last_t:
+                            nxt.add(seq[i + 1])
+                for t in nxt:
+                    tvotes.setdefault(t, [0.0, 0.0])[0] += w
+                for t in set(seq):
+                    tvotes.setdefault(t, [0.0, 0.0])[1] += w / len(set(seq))
+            for t in sorted(tvotes, key=lambda t: -tvotes[t][0] - tvotes[t][1])[:10]:
+                tscore.setdefault(t, [0.0] * (self.template_order + 1))
+        if tscore:
+            task_values = extract_task_values(task) if task else {}
+            if live is not None:
+                used = set(v for vs in live.type_values.values() for v in vs)
+            else:
+                used = set(v for a in hist for _, v in normalize_action(a).values)
+            if live is None:
+                live = _Live(task)
+                for a in hist:
+                    norm = normalize_action(a)
+                    for i, (ph, v) in enumerate(norm.values):
+                        self._push(live.slot_values, (norm.template, i), v)
+                        self._push(live.type_values, ph, v)
+            for t, sc in tscore.items():
+                for a, fp in self._fill(t, live, task_values, used):
+                    v = vec(a)
+                    for k in range(1, self.template_order + 1):
+                        v[i_tpl + k - 1] = max(v[i_tpl + k - 1], sc[k] * fp)
+                    v[i_fill] = max(v[i_fill], fp)
+                    tpls[a] = t
+                    tv = tvotes.get(t)
+                    if tv is not None:
+                        v[i_tnext] = max(v[i_tnext], tv[0] * fp)
+                        v[i_tany] = max(v[i_tany], tv[1] * fp)
+        # Similar known action for an unseen last action.
+        if n and longest == 0 and self.embedder is not None:
+            near = self._similar_action(hist[-1])
+            if near is not None:
+                d = self._next[1].get((near[0],), {})
+                tot = self._total[1].get((near[0],), 0) + 1.0
+                for a, c in d.items():
+                    vec(a)[i_sim] = near[1] * c / tot
+        # Within-session repetition.
+        w = 1.0
+        for j in range(n - 1, max(-1, n - 21), -1):
+            a = hist[j]
+            v = vec(a)
+            v[i_recent] += w
+            v[i_in] = 1.0
+            w *= 0.7
+        if n:
+            vec(hist[-1])[i_rep1] = 1.0
+        # Program model and outcomes.
+        pp = program(hist[-1]) if n else ""
+        pd = self._pnext.get(pp)
+        ptot = self._ptotal.get(pp, 0) + 1.0
+        pd2 = self._pnext2.get((program(hist[-2]), pp)) if n >= 2 else None
+        ptot2 = sum(pd2.values()) + 1.0 if pd2 else 1.0
+        trig = []
+        seen_b: set[str] = set()
+        for b in hist[-1:-self.window - 1:-1]:
+            if b not in seen_b:
+                seen_b.add(b)
+                tb = self._trig.get(b)
+                if tb:
+                    trig.append((tb, self._trig_total[b] + 1.0))
+        ntrig = float(len(seen_b)) or 1.0
+        last_t = th[-1] if m else None
+        cands = list(feats)
+        rows = []
+        for a in cands:
+            v = feats[a]
+            pa = program(a)
+            if pd:
+                v[i_prog] = pd.get(pa, 0) / ptot
+            if pd2:
+                v[i_prog2] = pd2.get(pa, 0) / ptot2
+            if trig:
+                v[i_trig] = sum(tb.get(a, 0) / tt for tb, tt in trig) / ntrig
+            t = tpls.get(a)
+            if t is None:
+                t = tpls[a] = normalize_action(a).template
+            if last_t is not None:
+                e = self._edges.get((last_t, t))
+                if e is not None and e[1] + e[2]:
+                    v[i_succ] = (e[1] - e[2]) / (e[1] + e[2] + 1.0)
+            if self._logidx:
+                for j in self._logidx:
+                    if v[j]:
+                        v[j] = math.log1p(v[j] * 100.0) * 0.2166
+            rows.append(v)
+        return cands, rows, [tpls[a] for a in cands]
+
+    def _refresh_top0(self) -> list[str]:
+        zero = self._next[0].get((), {})
+        top = sorted(zero.items(), key=lambda x: -x[1])[: self.top_frequent]
+        self._top0 = [a for a, _ in top]
+        self._top0_min = top[-1][1] if top else 0
+        return self._top0
+
+    def _scores(self, rows: list[list[float]]) -> list[float]:
+        w = self._w
+        return [sum(wi * xi for wi, xi in zip(w, x) if xi) for x in rows]
+
+    @staticmethod
+    def _softmax(scores: list[float]) -> list[float]:
+        if not scores:
+            return []
+        mx = max(scores)
+        ex = [math.exp(s - mx) for s in scores]
+        z = sum(ex)
+        return [e / z for e in ex]
+
+    def _update_ranker(self, cands: list[str], rows: list[list[float]], truth: str) -> None:
+        if not cands:
+            return
+        scores = self._scores(rows)
+        probs = self._softmax(scores)
+        best = max(range(len(cands)), key=lambda i: (scores[i], -i))
+        b = min(int(probs[best] * self.calibration_bins), self.calibration_bins - 1)
+        self._cal[b][1] += 1
+        if cands[best] == truth:
+            self._cal[b][0] += 1
+        try:
+            t = cands.index(truth)
+        except ValueError:
+            return
+        lr = self.learning_rate
+        w = self._w
+        grad = list(rows[t])
+        for p, x in zip(probs, rows):
+            if p > 1e-6:
+                for j, xj in enumerate(x):
+                    if xj:
+                        grad[j] -= p * xj
+        for j, g in enumerate(grad):
+            if g:
+                w[j] += lr * g
+
+    def _calibrate(self, p: float) -> float:
+        b = min(int(p * self.calibration_bins), self.calibration_bins - 1)
+        hits, n = self._cal[b]
+        prior = (b + 0.5) / self.calibration_bins
+        return (hits + 2.0 * prior) / (n + 2.0)
+
+    # ---------------------------------------------------------------------------- predict
+
+    def _ranked(self, context: Sequence[str], task: str | None) -> tuple[list[str], list[float], list[list[float]], list[str]]:
+        hist = [_check_action(a, f"context[{i}]") for i, a in enumerate(context)]
+        cands, rows, tpls = self._candidates(hist, task, None)
+        key = (len(hist), tuple(hist[-self.max_order - 1:]), task)
+        self._cache = (key, cands, rows, tpls)
+        scores = self._scores(rows)
+        order = sorted(range(len(cands)), key=lambda i: (-scores[i], i))
+        return ([cands[i] for i in order], [scores[i] for i in order],
+                [rows[i] for i in order], [tpls[i] for i in order])
+
+    def rank(self, context: Sequence[str], *, task: str | None = None, k: int = 10) -> list[str]:
+        """Rank likely next actions (the fast path used by evaluation).
+
+        Args:
+            context: The session's actions so far, oldest first (may be empty).
+            task: The session's task text, if any.
+            k: How many actions to return (>= 1).
+
+        Returns:
+            Up to ``k`` concrete actions, most likely first; empty when nothing is known.
+
+        Raises:
+            InvalidSessionError: An action in the context is blank or not a string.
+            ConfigurationError: ``k`` < 1.
+        """
+        if not isinstance(k, int) or k < 1:
+            raise ConfigurationError(f"k must be an int >= 1, got {k!r}")
+        return self._ranked(context, self._task_text(task))[0][:k]
+
+    def predict(self, context: Sequence[str], *, task: str | None = None, top_k: int = 3) -> list[Prediction]:
+        """Predict the next action with confidence and explanation (seed 001).
+
+        Args:
+            context: The session's actions so far, oldest first (may be empty).
+            task: The session's task text, if any.
+            top_k: How many predictions (>= 1).
+
+        Returns:
+            Up to ``top_k`` predictions, most likely first. ``confidence`` is a probability in
+            [0, 1]: the top prediction's is calibrated online on past top-1 hits, the others
+            are scaled by the ranker's softmax.
+
+        Raises:
+            InvalidSessionError: An action in the context is blank or not a string.
+            ConfigurationError: ``top_k`` < 1.
+        """
+        if not isinstance(top_k, int) or top_k < 1:
+            raise ConfigurationError(f"top_k must be an int >= 1, got {top_k!r}")
+        task_text = self._task_text(task)
+        cands, scores, rows, tpls = self._ranked(context, task_text)
+        if not cands:
+            return []
+        probs = self._softmax(scores)
+        top = self._calibrate(probs[0])
+        hist = [collapse_whitespace(a) for a in context]
+        last_t = normalize_action(hist[-1]).template if hist else None
+        out = []
+        for i in range(min(top_k, len(cands))):
+            conf = top if i == 0 else min(top, top * probs[i] / probs[0]) if probs[0] else 0.0
+            a = cands[i]
+            sr = None
+            if last_t is not None:
+                e = self._edges.get((last_t, tpls[i]))
+                if e is not None and e[1] + e[2]:
+                    sr = (e[1] + 1) / (e[1] + e[2] + 2)
+            out.append(Prediction(
+                action=a, confidence=float(max(0.0, min(1.0, conf))),
+                reason=self._reason(hist, rows[i], tpls[i], sr, task_text),
+                suggestions=self._suggest(hist + [a], task_text),
+                pattern=tpls[i], success_rate=sr,
+            ))
+        return out
+
+    def _reason(self, hist: list[str], x: list[float], tpl: str, sr: float | None,
+                task: str | None) -> str:
+        contrib = [(self._w[j] * xj, j) for j, xj in enumerate(x) if xj]
+        if not contrib:
+            return "no evidence"
+        _, j = max(contrib)
+        name = self._names[j]
+        rate = f", {sr:.0%} success" if sr is not None else ""
+        if name.startswith(("order", "last")):
+            k = int(name[5:] if name.startswith("order") else name[4:])
+            if k == 0:
+                return f"most frequent action overall{rate}"
+            ctx = tuple(hist[-k:])
+            seen = self._total[k].get(ctx, 0)
+            tail = " → ".join(f"'{c}'" for c in ctx[-2:])
+            more = "most recently " if name.startswith("last") else ""
+            return f"{more}after {tail} (order-{k} context, seen {seen}×{rate})"
+        if name.startswith("template") or name == "fill":
+            return f"workflow step '{tpl}' after '{normalize_action(hist[-1]).template}'" \
+                   f" with values from the session and task{rate}" if hist else f"workflow start '{tpl}'"
+        if name in ("task_next", "task_any"):
+            return f"similar past task did '{tpl}' here{rate}"
+        if name == "similar_action":
+            return f"similar action to '{hist[-1]}' (cosine >= {self.similarity_threshold}){rate}"
+        if name in ("repeat1", "recent", "in_session"):
+            return "repeats a recent action of this session"
+        if name == "program":
+            return f"program '{program(hist[-1])}' is usually followed by this program"
+        return f"past success of this step{rate}"
+
+    def _suggest(self, hist: list[str], task: str | None, n: int = 2) -> list[str]:
+        t = normalize_action(hist[-1]).template
+        d = self._tnext[1].get((t,))
+        if not d:
+            return []
+        out: list[str] = []
+        for nt, _ in sorted(d.items(), key=lambda x: -x[1]):
+            if len(out) >= n:
+                break
+            filled = self._fill_simple(nt, hist, task)
+            if filled is not None and filled not in out:
+                out.append(filled)
+        return out
+
+    def _fill_simple(self, tpl: str, hist: list[str], task: str | None) -> str | None:
+        if not placeholders_of(tpl):
+            return tpl
+        live = _Live(task)
+        for a in hist:
+            norm = normalize_action(a)
+            for i, (ph, v) in enumerate(norm.values):
+                self._push(live.slot_values, (norm.template, i), v)
+                self._push(live.type_values, ph, v)
+        used = set(v for vs in live.type_values.values() for v in vs)
+        f = self._fill(tpl, live, extract_task_values(task) if task else {}, used, limit=1)
+        return f[0][0] if f else None
+
+    # -------------------------------------------------------------------------- inspection
+
+    @property
+    def graph(self) -> nx.DiGraph:
+        """Transition graph over normalised actions.
+
+        Edge attributes: ``weight`` (transitions seen), ``successes`` and ``failures`` (of
+        sessions with a known outcome that made the transition) and ``success_rate``
+        (Laplace-smoothed, in [0, 1]). Node attribute ``count``.
+        """
+        g = nx.DiGraph()
+        for t, o in self._outcomes.items():
+            g.add_node(t, count=sum(o))
+        for (a, b), (w, s, f) in self._edges.items():
+            g.add_edge(a, b, weight=w, successes=s, failures=f, success_rate=(s + 1) / (s + f + 2))
+        return g
+
+    def patterns(self, *, min_count: int = 1, limit: int | None = None) -> list[dict]:
+        """Learned n-gram patterns over normalised actions (orders 2..``template_order + 1``).
+
+        Args:
+            min_count: Keep patterns seen at least this many times.
+            limit: Keep at most this many, most frequent first.
+
+        Returns:
+            Dicts ``{"steps", "count", "successes", "failures", "success_rate"}``, most frequent
+            first; ``success_rate`` is Laplace-smoothed in [0, 1].
+        """
+        out = []
+        for k in range(1, self.template_order + 1):
+            for ctx, d in self._tnext[k].items():
+                for t, c in d.items():
+                    if c < min_count:
+                        continue
+                    steps = list(ctx) + [t]
+                    s, f = self._pattern_outcomes.get(tuple(steps), (0, 0))
+                    out.append({"steps": steps, "count": c, "successes": s, "failures": f,
+                                "success_rate": (s + 1) / (s + f + 2)})
+        out.sort(key=lambda p: (-p["count"], -len(p["steps"]), p["steps"]))
+        return out[:limit] if limit is not None else out
+
+    def causal_chains(self, action: str) -> dict:
+        """What followed an action and how its sessions ended (seed 001's causal chains).
+
+        Args:
+            action: A concrete action or a template.
+
+        Returns:
+            ``{"action": template, "sessions": n, "outcomes": {"success", "failure",
+            "unknown"}, "next": {template: count}}``.
+        """
+        t = normalize_action(_check_action(action, "action")).template
+        o = self._outcomes.get(t, [0, 0, 0])
+        nxt = dict(sorted(self._tnext[1].get((t,), {}).items(), key=lambda x: -x[1]))
+        return {"action": t, "sessions": sum(o),
+                "outcomes": {"unknown": o[0], "success": o[1], "failure": o[2]}, "next": nxt}
+
+    def stats(self) -> dict:
+        """Sizes of the model: sessions, actions, distinct actions, patterns, edges, weights."""
+        return {
+            "sessions": self._n_sessions,
+            "actions": self._n_actions,
+            "distinct_actions": len(self._next[0].get((), {})),
+            "distinct_templates": len(self._outcomes),
+            "patterns": sum(len(d) for k in range(1, self.template_order + 1)
+                            for d in self._tnext[k].values()),
+            "edges": len(self._edges),
+            "open_sessions": len(self._live),
+            "weights": dict(zip(self._names, (round(w, 4) for w in self._w))),
+        }
+
+
+def _split_template(tpl: str) -> list[str]:
+    import re
+
+    return re.split(r"<(?:URL|IP|STR|HEX|PATH|FILE|NUM)>", tpl)

@@ -1,0 +1,649 @@
+"""Hybrid retrieval of procedures: dense + lexical + experience, fused per query.
+
+For a request ``q`` the :class:`HybridRetriever` gathers candidates from three sources and fuses
+their evidence into one score:
+
+* **description** evidence: the cosine of ``q`` and each procedure's embedding
+  (``store.vector_search``) plus a small share of its BM25 score over name, description,
+  triggers and steps (``store.lexical_search``; Robertson & Zaragoza, "The Probabilistic
+  Relevance Framework: BM25 and Beyond", 2009), turned into a distribution over the candidates
+  with a softmax at temperature ``description_temperature``;
+* **experience** evidence, from past requests recorded with :meth:`HybridRetriever.record_usage`:
+
+  - *dense kNN voting*: the ``neighbours`` most similar past requests (``store.usage_search``)
+    vote for the procedure that served them with weight ``exp((cos - cos_max) / vote_temperature)``
+    (a similarity-weighted k-nearest-neighbour rule, Dudani 1976); a failed use votes against,
+    with weight ``failure_penalty``;
+  - *prototypes*: the cosine of ``q`` and the mean embedding of the successful past requests of
+    each procedure (a nearest-centroid / prototype classifier; Snell et al., "Prototypical
+    Networks", NeurIPS 2017), softmax at ``prototype_temperature``;
+  - *lexical kNN voting*: the same vote over the past requests ranked by BM25 on their words,
+    which catches the names, entities and phrasings a small sentence encoder blurs;
+
+* a **prior**: the procedure's Laplace-smoothed success rate (reported outcomes and recorded
+  usages), centred on 0.5.
+
+Each source is normalised per query into a distribution over candidates before the weighted sum
+(a CombSUM of normalised scores, Fox & Shaw 1994, with softmax normalisation), so a weight means
+the same whatever the store's size or the embedder's cosine range. Without any usage the ranking
+is that of the description evidence alone.
+
+The prototypes and the lexical index of past requests live in memory in the retriever (the store
+contract has no lexical search over usages). They are filled by :meth:`record_usage` and rebuilt
+from the store when its usage count changes (usages written by another process, deleted or
+cleared); call :meth:`HybridRetriever.invalidate` after an operation that changes usages without
+changing their number (``store.reassign_usages``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import math
+import re
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from procmem.embeddings.base import Embedder
+from procmem.errors import ProcedureNotFoundError, ValidationError
+from procmem.stores.base import ProcedureStore
+from procmem.types import Procedure, SearchResult, Usage
+
+__all__ = ["HybridRetriever", "RetrievalConfig", "retrieval_text"]
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+
+
+def retrieval_text(procedure: Procedure) -> str:
+    """Render a procedure as the text to embed for dense retrieval.
+
+    Like :meth:`Procedure.text`, but the name is split on underscores and camelCase
+    (``"HouseRentingTool"`` → ``"House Renting Tool"``) and joined to the description with a
+    colon, which a sentence encoder reads as one sentence. On MetaTool this raises
+    all-MiniLM-L6-v2's hit@1 from 0.54 to 0.57 (``benchmarks/retrieval.py``).
+
+    Args:
+        procedure: The procedure.
+
+    Returns:
+        The text, one paragraph per part.
+    """
+    name = _CAMEL.sub(" ", procedure.name.replace("_", " "))
+    name = " ".join(name.split())
+    head = f"{name}: {procedure.description}" if procedure.description else name
+    parts = [head]
+    if procedure.triggers:
+        parts.append("When: " + "; ".join(procedure.triggers))
+    if procedure.steps:
+        parts.append("Steps: " + "; ".join(s.action for s in procedure.steps))
+    return "\n".join(parts)
+
+
+class RetrievalConfig(BaseModel):
+    """Knobs of :class:`HybridRetriever`; the defaults were tuned on MetaTool (see module doc).
+
+    Attributes:
+        candidates: How many procedures to take from each of dense and lexical search per query.
+        neighbours: How many similar past requests vote (dense kNN), ``k`` of the kNN rule.
+        lexical_neighbours: How many past requests vote in the lexical kNN.
+        description_weight: Weight of the description evidence (dense + BM25 on procedures).
+        vote_weight: Weight of the dense kNN vote of past requests.
+        prototype_weight: Weight of the prototype (mean of past requests) evidence.
+        lexical_vote_weight: Weight of the lexical kNN vote of past requests.
+        prior_weight: Weight of the success-rate prior, ``weight * (rate - 0.5)``.
+        lexical_share: BM25 score (divided by the query's best BM25 score, so in [0, 1]) added to
+            the cosine before the description softmax, in cosine units.
+        description_temperature: Softmax temperature of the description evidence (cosine units).
+        prototype_temperature: Softmax temperature of the prototype evidence (cosine units).
+        vote_temperature: Vote weight ``exp((cos - cos_max) / vote_temperature)``.
+        lexical_vote_temperature: Same for the lexical vote, on BM25 divided by the best score.
+        failure_penalty: A failed past use votes with ``-failure_penalty`` times its weight.
+        lexical_vote_prior: Null mass added to the lexical vote's normaliser, in units of one
+            best-matching past request, so a few weak word matches cannot claim the whole vote.
+        bm25_k1: BM25 ``k1`` of the index of past requests (Robertson & Zaragoza 2009).
+        bm25_b: BM25 ``b`` of the index of past requests.
+        use_experience_index: Keep the in-memory prototypes and lexical index of past requests;
+            False uses the store's dense kNN vote only.
+        refresh_interval: Seconds between checks that the store's usage count still matches the
+            in-memory index (0 checks on every search).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    candidates: int = Field(default=50, ge=1, le=10_000)
+    neighbours: int = Field(default=20, ge=1, le=10_000)
+    lexical_neighbours: int = Field(default=20, ge=1, le=10_000)
+    description_weight: float = Field(default=0.25, ge=0.0, allow_inf_nan=False)
+    vote_weight: float = Field(default=1.0, ge=0.0, allow_inf_nan=False)
+    prototype_weight: float = Field(default=1.0, ge=0.0, allow_inf_nan=False)
+    lexical_vote_weight: float = Field(default=0.5, ge=0.0, allow_inf_nan=False)
+    prior_weight: float = Field(default=0.02, ge=0.0, allow_inf_nan=False)
+    lexical_share: float = Field(default=0.1, ge=0.0, allow_inf_nan=False)
+    description_temperature: float = Field(default=0.05, gt=0.0, allow_inf_nan=False)
+    prototype_temperature: float = Field(default=0.05, gt=0.0, allow_inf_nan=False)
+    vote_temperature: float = Field(default=0.05, gt=0.0, allow_inf_nan=False)
+    lexical_vote_temperature: float = Field(default=0.1, gt=0.0, allow_inf_nan=False)
+    failure_penalty: float = Field(default=1.0, ge=0.0, allow_inf_nan=False)
+    lexical_vote_prior: float = Field(default=1.0, ge=0.0, allow_inf_nan=False)
+    bm25_k1: float = Field(default=1.2, ge=0.0, allow_inf_nan=False)
+    bm25_b: float = Field(default=0.75, ge=0.0, le=1.0, allow_inf_nan=False)
+    use_experience_index: bool = True
+    refresh_interval: float = Field(default=2.0, ge=0.0, allow_inf_nan=False)
+
+
+# ---------------------------------------------------------------------- experience index
+@dataclass
+class _Experience:
+    """Past requests in memory: BM25 postings over their words and per-procedure prototypes."""
+
+    k1: float
+    b: float
+    queries: list[str] = field(default_factory=list)
+    procs: list[str] = field(default_factory=list)
+    success: list[bool] = field(default_factory=list)
+    ns: list[str] = field(default_factory=list)
+    lengths: list[int] = field(default_factory=list)
+    postings: dict[str, tuple[list[int], list[int]]] = field(default_factory=dict)
+    sums: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
+    counts: dict[tuple[str, str], list[int]] = field(default_factory=dict)
+    totals: dict[str, list[int]] = field(default_factory=dict)
+    _arrays: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
+    _proto: dict[str | None, tuple[list[str], np.ndarray]] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.queries)
+
+    def add(self, usages: Sequence[Usage], vectors: np.ndarray) -> None:
+        for u, v in zip(usages, vectors, strict=True):
+            doc = len(self.queries)
+            words = [w.lower() for w in _WORD.findall(u.query)]
+            self.queries.append(u.query)
+            self.procs.append(u.procedure_id)
+            self.success.append(bool(u.success))
+            self.ns.append(u.namespace)
+            self.lengths.append(len(words))
+            tf: dict[str, int] = {}
+            for w in words:
+                tf[w] = tf.get(w, 0) + 1
+            for w, c in tf.items():
+                docs, tfs = self.postings.setdefault(w, ([], []))
+                docs.append(doc)
+                tfs.append(c)
+            key = (u.namespace, u.procedure_id)
+            cnt = self.counts.setdefault(key, [0, 0])
+            cnt[0 if u.success else 1] += 1
+            self.totals.setdefault(u.procedure_id, [0, 0])[0 if u.success else 1] += 1
+            if u.success:
+                s = self.sums.get(key)
+                self.sums[key] = np.array(v, dtype=np.float32) if s is None else s + v
+        self._arrays = None
+        self._proto = {}
+
+    def _postings(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        if self._arrays is None:
+            self._arrays = {w: (np.asarray(d, np.int64), np.asarray(t, np.float32))
+                            for w, (d, t) in self.postings.items()}
+            self._lengths = np.asarray(self.lengths, np.float32)
+            self._ns_arr = np.asarray(self.ns, dtype=object)
+        return self._arrays
+
+    def lexical(self, text: str, k: int, namespace: str | None) -> list[tuple[int, float]]:
+        """Return the ``k`` past requests with the highest BM25 for ``text``: ``(row, bm25)``."""
+        n = len(self.queries)
+        if n == 0:
+            return []
+        post = self._postings()
+        avg = float(self._lengths.mean()) or 1.0
+        scores = np.zeros(n, np.float32)
+        for w in {w.lower() for w in _WORD.findall(text)}:
+            p = post.get(w)
+            if p is None:
+                continue
+            docs, tf = p
+            idf = math.log(1.0 + (n - len(docs) + 0.5) / (len(docs) + 0.5))
+            norm = self.k1 * (1.0 - self.b + self.b * self._lengths[docs] / avg)
+            scores[docs] += idf * tf * (self.k1 + 1.0) / (tf + norm)
+        if namespace is not None:
+            scores[self._ns_arr != namespace] = 0.0
+        k = min(k, n)
+        top = np.argpartition(-scores, k - 1)[:k] if k < n else np.arange(n)
+        top = top[np.argsort(-scores[top], kind="stable")]
+        return [(int(i), float(scores[i])) for i in top if scores[i] > 0]
+
+    def prototypes(self, namespace: str | None) -> tuple[list[str], np.ndarray]:
+        """Return procedure ids and their ``(n, dim)`` unit prototype vectors in a namespace."""
+        cached = self._proto.get(namespace)
+        if cached is None:
+            ids: list[str] = []
+            vecs: list[np.ndarray] = []
+            merged: dict[str, np.ndarray] = {}
+            for (ns, pid), s in self.sums.items():
+                if namespace is None or ns == namespace:
+                    merged[pid] = s if pid not in merged else merged[pid] + s
+            for pid, s in merged.items():
+                ids.append(pid)
+                vecs.append(s)
+            mat = np.stack(vecs).astype(np.float32) if vecs else np.zeros((0, 0), np.float32)
+            if len(mat):
+                norms = np.linalg.norm(mat, axis=1, keepdims=True)
+                norms[norms == 0] = 1.0
+                mat = mat / norms
+            cached = (ids, mat)
+            self._proto[namespace] = cached
+        return cached
+
+    def rate_counts(self, pid: str, namespace: str | None) -> tuple[int, int]:
+        """Return (successes, failures) of recorded uses of ``pid``."""
+        c = self.counts.get((namespace, pid)) if namespace is not None else self.totals.get(pid)
+        return (c[0], c[1]) if c else (0, 0)
+
+
+def _softmax(x: np.ndarray, temperature: float) -> np.ndarray:
+    if x.size == 0:
+        return x
+    e = np.exp((x - x.max()) / temperature)
+    return e / e.sum()
+
+
+def _shorten(text: str, n: int = 60) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+class HybridRetriever:
+    """Finds procedures for a request by fusing dense, lexical and experience evidence.
+
+    Args:
+        store: Where procedures, their embeddings and past usages live.
+        embedder: Embeds requests; must be the embedder the store's vectors came from.
+        config: Fusion weights and knobs (default :class:`RetrievalConfig`).
+
+    Example:
+        >>> from procmem.embeddings import HashingEmbedder
+        >>> from procmem.stores import InMemoryStore
+        >>> from procmem.types import Procedure
+        >>> r = HybridRetriever(InMemoryStore(), HashingEmbedder())
+        >>> _ = r.add_procedures([Procedure(kind="tool", name="git_commit", description="Record changes")])
+        >>> r.search("commit my changes", k=1)[0].procedure.name
+        'git_commit'
+    """
+
+    def __init__(self, store: ProcedureStore, embedder: Embedder, *, config: RetrievalConfig | None = None) -> None:
+        if config is not None and not isinstance(config, RetrievalConfig):
+            if isinstance(config, Mapping):
+                config = RetrievalConfig(**config)
+            else:
+                raise ValidationError(
+                    f"config must be a RetrievalConfig or a mapping, got {type(config).__name__}",
+                    field="config", value=config,
+                )
+        self.store = store
+        self.embedder = embedder
+        self.config = config or RetrievalConfig()
+        self._lock = threading.RLock()
+        self._exp: _Experience | None = None
+        self._exp_count = -1
+        self._checked_at = 0.0
+
+    # ------------------------------------------------------------------ experience index
+    def invalidate(self) -> None:
+        """Drop the in-memory index of past requests; it is rebuilt from the store on next use."""
+        with self._lock:
+            self._exp = None
+            self._exp_count = -1
+
+    def _experience(self) -> _Experience | None:
+        """Return the in-memory index, rebuilt from the store when its usage count changed."""
+        if not self.config.use_experience_index:
+            return None
+        with self._lock:
+            now = time.monotonic()
+            if self._exp is not None and now - self._checked_at < self.config.refresh_interval:
+                return self._exp
+            self._checked_at = now
+            n = self.store.count_usages()
+            if self._exp is not None and n == self._exp_count:
+                return self._exp
+            exp = _Experience(self.config.bm25_k1, self.config.bm25_b)
+            if n:
+                usages, vectors = self._all_usages(n)
+                exp.add(usages, vectors)
+            self._exp, self._exp_count = exp, n
+            return exp
+
+    def _all_usages(self, n: int) -> tuple[list[Usage], np.ndarray]:
+        """Read every stored usage with its query vector.
+
+        Uses ``store.iter_usages()`` (yielding ``(usage, vector)``) when the store offers it;
+        otherwise lists them through ``usage_search`` and re-embeds their queries, once.
+        """
+        iter_usages = getattr(self.store, "iter_usages", None)
+        if callable(iter_usages):
+            pairs = list(iter_usages())
+            usages = [u for u, _ in pairs]
+            vecs = np.stack([np.asarray(v, np.float32) for _, v in pairs]) if pairs else None
+            return usages, vecs if vecs is not None else np.zeros((0, self.embedder.dim), np.float32)
+        probe = np.zeros(self.embedder.dim, dtype=np.float32)
+        usages = [u for u, _ in self.store.usage_search(probe, k=n)]
+        vectors = self.embedder.embed_documents([u.query for u in usages])
+        return usages, vectors
+
+    # ------------------------------------------------------------------ writing
+    def add_procedures(self, procedures: Sequence[Procedure], *, note: str = "") -> list[Procedure]:
+        """Embed procedures with :func:`retrieval_text` and write them to the store.
+
+        Args:
+            procedures: The records.
+            note: Version note passed to ``store.put``.
+
+        Returns:
+            The records as stored.
+        """
+        procedures = list(procedures)
+        if not procedures:
+            return []
+        vecs = self.embedder.embed_documents([retrieval_text(p) for p in procedures])
+        return self.store.put(procedures, vecs, note=note)
+
+    def record_usage(self, query: str, procedure_id: str, success: bool = True, *, namespace: str = "default") -> None:
+        """Remember that ``procedure_id`` served the request ``query``.
+
+        Similar later requests then rank it higher (or lower, when ``success`` is False).
+
+        Args:
+            query: The request text; must not be blank.
+            procedure_id: The procedure that served it.
+            success: Whether it worked.
+            namespace: Whose memory.
+
+        Raises:
+            ValidationError: Blank query or namespace.
+            ProcedureNotFoundError: No procedure has this id.
+        """
+        self.record_usages([(query, procedure_id, success, namespace)])
+
+    def record_usages(
+        self,
+        items: Iterable[Usage | tuple[Any, ...] | Mapping[str, Any]],
+        *,
+        batch_size: int = 256,
+    ) -> int:
+        """Remember many past requests at once, embedding them in batches.
+
+        Args:
+            items: :class:`Usage` records, ``(query, procedure_id[, success[, namespace]])``
+                tuples or mappings with those keys.
+            batch_size: Requests embedded and written per batch.
+
+        Returns:
+            How many usages were recorded.
+
+        Raises:
+            ValidationError: An item is malformed (names the item index and field).
+            ProcedureNotFoundError: An id is unknown; nothing of that batch was written.
+        """
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValidationError(f"batch_size must be an int >= 1, got {batch_size!r}",
+                                  field="batch_size", value=batch_size)
+        usages = [self._usage(i, item) for i, item in enumerate(items)]
+        exp = self._experience()
+        for start in range(0, len(usages), batch_size):
+            batch = usages[start:start + batch_size]
+            known = self.store.get_many(list({u.procedure_id for u in batch}))
+            for u in batch:
+                if u.procedure_id not in known:
+                    raise ProcedureNotFoundError(f"no procedure with id {u.procedure_id!r} (usage {u.query!r})")
+            vecs = self.embedder.embed_documents([u.query for u in batch])
+            self.store.add_usages(batch, vecs)
+            with self._lock:
+                if exp is not None and self._exp is exp:
+                    exp.add(batch, vecs)
+                    self._exp_count += len(batch)
+        return len(usages)
+
+    @staticmethod
+    def _usage(i: int, item: Any) -> Usage:
+        if isinstance(item, Usage):
+            return item
+        if isinstance(item, Mapping):
+            data = dict(item)
+        elif isinstance(item, (tuple, list)) and 2 <= len(item) <= 4:
+            data = dict(zip(("query", "procedure_id", "success", "namespace"), item, strict=False))
+        else:
+            raise ValidationError(f"usage {i} must be a Usage, a mapping or a (query, procedure_id, ...) tuple,"
+                                  f" got {item!r}", field="items", value=item)
+        query = data.get("query")
+        if not isinstance(query, str) or not query.strip():
+            raise ValidationError(f"usage {i}: query must be a non-blank str, got {query!r}", field="query",
+                                  value=query)
+        pid = data.get("procedure_id")
+        if not isinstance(pid, str) or not pid:
+            raise ValidationError(f"usage {i}: procedure_id must be a non-empty str, got {pid!r}",
+                                  field="procedure_id", value=pid)
+        ns = data.get("namespace", "default")
+        if not isinstance(ns, str) or not ns.strip():
+            raise ValidationError(f"usage {i}: namespace must be a non-blank str, got {ns!r}", field="namespace",
+                                  value=ns)
+        success = data.get("success", True)
+        if not isinstance(success, bool):
+            raise ValidationError(f"usage {i}: success must be a bool, got {success!r}", field="success",
+                                  value=success)
+        return Usage(query=query, procedure_id=pid, success=success, namespace=ns)
+
+    # ------------------------------------------------------------------ searching
+    @staticmethod
+    def _validate(query: Any, k: Any, min_score: Any, namespace: Any) -> None:
+        if not isinstance(query, str) or not query.strip():
+            raise ValidationError(f"query must be a non-blank str, got {query!r}", field="query", value=query)
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValidationError(f"k must be an int >= 1, got {k!r}", field="k", value=k)
+        if min_score is not None and (
+            isinstance(min_score, bool) or not isinstance(min_score, (int, float)) or not math.isfinite(min_score)
+        ):
+            raise ValidationError(f"min_score must be a finite number or None, got {min_score!r}",
+                                  field="min_score", value=min_score)
+        if namespace is not None and (not isinstance(namespace, str) or not namespace.strip()):
+            raise ValidationError(f"namespace must be a non-blank str or None, got {namespace!r}",
+                                  field="namespace", value=namespace)
+
+    def search(
+        self,
+        query: str,
+        *,
+        k: int = 5,
+        namespace: str | None = None,
+        kinds: Sequence[str] | None = None,
+        tags: Sequence[str] | None = None,
+        min_score: float | None = None,
+        touch: bool = True,
+    ) -> list[SearchResult]:
+        """Find the procedures that best serve ``query``.
+
+        Args:
+            query: The request or situation, as text.
+            k: How many results (at most).
+            namespace: Only this namespace (None: all).
+            kinds: Only these kinds (``"tool"``, ``"skill"``...).
+            tags: Only procedures carrying all these tags.
+            min_score: Drop results whose fused score is below this.
+            touch: Count an access on each returned procedure (``store.touch``).
+
+        Returns:
+            Up to ``k`` results, best first, with ``dense`` (cosine), ``lexical`` (BM25 divided by
+            the query's best, in [0, 1]), ``experience`` (in [0, 1]) and a ``reason``.
+
+        Raises:
+            ValidationError: Blank query, ``k < 1``, non-finite ``min_score``, blank namespace.
+        """
+        self._validate(query, k, min_score, namespace)
+        kinds_v = [getattr(x, "value", x) for x in kinds] if kinds else None
+        tags_v = list(tags) if tags else None
+        cfg = self.config
+        qv = np.asarray(self.embedder.embed_query(query), dtype=np.float32)
+        n_cand = max(cfg.candidates, k)
+
+        dense = dict(self.store.vector_search(qv, k=n_cand, namespace=namespace, kinds=kinds_v, tags=tags_v))
+        lexical = dict(self.store.lexical_search(query, k=n_cand, namespace=namespace, kinds=kinds_v, tags=tags_v))
+        neighbours = self.store.usage_search(qv, k=cfg.neighbours, namespace=namespace)
+        exp = self._experience()
+
+        # Experience: dense kNN vote over past requests (Dudani 1976). Each candidate's own
+        # description takes part as one more example of it, so a lone, distant past request
+        # cannot outvote a close description.
+        vote: dict[str, float] = {}
+        best_past: dict[str, tuple[str, float]] = {}
+        if neighbours:
+            top = max(max(s for _, s in neighbours), max(dense.values(), default=-1.0))
+            total = sum(math.exp((s - top) / cfg.vote_temperature) for s in dense.values())
+            for u, s in neighbours:
+                w = math.exp((s - top) / cfg.vote_temperature)
+                total += w
+                vote[u.procedure_id] = vote.get(u.procedure_id, 0.0) + (w if u.success else -cfg.failure_penalty * w)
+                if u.success and (u.procedure_id not in best_past or s > best_past[u.procedure_id][1]):
+                    best_past[u.procedure_id] = (u.query, s)
+            vote = {p: v / total for p, v in vote.items()}
+
+        # Experience: lexical kNN vote and prototypes, from the in-memory index.
+        lex_vote: dict[str, float] = {}
+        proto: dict[str, float] = {}
+        proto_cos: dict[str, float] = {}
+        if exp is not None and len(exp):
+            hits = exp.lexical(query, cfg.lexical_neighbours, namespace)
+            if hits:
+                top = hits[0][1]
+                total = cfg.lexical_vote_prior
+                for row, s in hits:
+                    w = math.exp((s / top - 1.0) / cfg.lexical_vote_temperature)
+                    total += w
+                    pid = exp.procs[row]
+                    lex_vote[pid] = lex_vote.get(pid, 0.0) + (w if exp.success[row] else -cfg.failure_penalty * w)
+                lex_vote = {p: v / total for p, v in lex_vote.items()}
+            ids, mat = exp.prototypes(namespace)
+            if ids:
+                cos = mat @ qv
+                m = min(n_cand, len(ids))
+                sel = np.argpartition(-cos, m - 1)[:m] if m < len(ids) else np.arange(len(ids))
+                for i in sel:
+                    proto_cos[ids[i]] = float(cos[i])
+
+        # Candidates from every source; experience-only ones must pass the filters.
+        cand = list(dict.fromkeys([*dense, *lexical, *vote, *lex_vote, *proto_cos]))
+        if not cand:
+            return []
+        extra = [c for c in cand if c not in dense and c not in lexical]
+        records: dict[str, Procedure] = {}
+        if extra and (kinds_v or tags_v or namespace is not None):
+            records = self.store.get_many(extra)
+            keep = {pid for pid, p in records.items() if self._passes(p, namespace, kinds_v, tags_v)}
+            cand = [c for c in cand if c in dense or c in lexical or c in keep]
+            if not cand:
+                return []
+        missing = [c for c in cand if c not in dense]
+        if missing:
+            vecs = self.store.get_embeddings(missing)
+            for c, v in zip(missing, vecs, strict=True):
+                dense[c] = float(v @ qv) if np.any(v) else 0.0
+        cos = np.array([dense[c] for c in cand], dtype=np.float64)
+        bm = np.array([lexical.get(c, 0.0) for c in cand], dtype=np.float64)
+        bm_norm = bm / bm.max() if bm.size and bm.max() > 0 else bm
+        desc = _softmax(cos + cfg.lexical_share * bm_norm, cfg.description_temperature)
+        if proto_cos:
+            # A procedure without past requests is its own prototype (its description).
+            p = _softmax(np.array([proto_cos.get(c, dense[c]) for c in cand]), cfg.prototype_temperature)
+            proto = {c: float(p[j]) for j, c in enumerate(cand)}
+        exp_w = cfg.vote_weight + cfg.prototype_weight + cfg.lexical_vote_weight
+        experience = np.array(
+            [cfg.vote_weight * vote.get(c, 0.0) + cfg.prototype_weight * proto.get(c, 0.0)
+             + cfg.lexical_vote_weight * lex_vote.get(c, 0.0) for c in cand],
+            dtype=np.float64,
+        )
+        fused = cfg.description_weight * desc + experience
+        has_experience = bool(vote or lex_vote or proto)
+
+        # Re-rank the head with the success-rate prior (needs the records), then cut to k.
+        head_n = min(len(cand), max(2 * k, k + 10))
+        order = np.argsort(-fused, kind="stable")[:head_n]
+        head = [cand[i] for i in order]
+        need = [c for c in head if c not in records]
+        if need:
+            records.update(self.store.get_many(need))
+        scored: list[tuple[float, int]] = []
+        for i in order:
+            pid = cand[i]
+            rec = records.get(pid)
+            if rec is None:
+                continue
+            s_use, f_use = exp.rate_counts(pid, namespace) if exp is not None else (0, 0)
+            rate = (rec.stats.successes + s_use + 1) / (rec.stats.executions + s_use + f_use + 2)
+            scored.append((float(fused[i]) + cfg.prior_weight * (rate - 0.5), int(i)))
+        scored.sort(key=lambda t: -t[0])
+        results: list[SearchResult] = []
+        for score, i in scored:
+            if min_score is not None and score < min_score:
+                continue
+            pid = cand[i]
+            exp_val = float(np.clip(experience[i] / exp_w, 0.0, 1.0)) if has_experience and exp_w > 0 else None
+            results.append(SearchResult(
+                procedure=records[pid],
+                score=score,
+                dense=float(np.clip(cos[i], -1.0, 1.0)),
+                lexical=float(bm_norm[i]) if bm[i] > 0 else None,
+                experience=exp_val,
+                reason=self._reason(pid, cos[i], bm_norm[i] if bm[i] > 0 else None, vote.get(pid),
+                                    best_past.get(pid), lex_vote.get(pid), proto_cos.get(pid)),
+            ))
+            if len(results) == k:
+                break
+        if touch and results:
+            self.store.touch([r.procedure.id for r in results])
+        return results
+
+    @staticmethod
+    def _passes(p: Procedure, namespace: str | None, kinds: Sequence[str] | None, tags: Sequence[str] | None) -> bool:
+        if namespace is not None and p.namespace != namespace:
+            return False
+        if kinds and p.kind.value not in kinds:
+            return False
+        return not tags or set(tags) <= set(p.tags)
+
+    @staticmethod
+    def _reason(pid: str, cos: float, lex: float | None, vote: float | None, past: tuple[str, float] | None,
+                lex_vote: float | None, proto_cos: float | None) -> str:
+        parts = []
+        if past is not None and vote is not None and vote > 0:
+            parts.append(f"similar to past request '{_shorten(past[0])}' (cos {past[1]:.2f})")
+        elif vote is not None and vote < 0:
+            parts.append("failed for similar past requests")
+        if lex_vote is not None and lex_vote > 0 and past is None:
+            parts.append("shares words with past requests it served")
+        if proto_cos is not None and proto_cos >= 0.5 and past is None:
+            parts.append(f"close to the requests it usually serves (cos {proto_cos:.2f})")
+        if lex is not None and lex >= 0.5:
+            parts.append(f"name/description match (BM25 {lex:.2f} of best)")
+        parts.append(f"description similarity (cos {cos:.2f})")
+        return "; ".join(parts)
+
+    # ------------------------------------------------------------------ async twins
+    async def _run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, functools.partial(fn, *args, **kwargs))
+
+    async def asearch(self, query: str, **kwargs: Any) -> list[SearchResult]:
+        """Async twin of :meth:`search` (runs in a worker thread)."""
+        return await self._run(self.search, query, **kwargs)
+
+    async def arecord_usage(self, query: str, procedure_id: str, success: bool = True, *,
+                            namespace: str = "default") -> None:
+        """Async twin of :meth:`record_usage` (runs in a worker thread)."""
+        await self._run(self.record_usage, query, procedure_id, success, namespace=namespace)
+
+    async def arecord_usages(self, items: Iterable[Any], **kwargs: Any) -> int:
+        """Async twin of :meth:`record_usages` (runs in a worker thread)."""
+        return await self._run(self.record_usages, list(items), **kwargs)

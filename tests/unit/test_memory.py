@@ -1,0 +1,415 @@
+"""ProceduralMemory: the seeds' procedure APIs in one facade."""
+
+import asyncio
+import json
+from datetime import timedelta
+
+import pytest
+
+from procmem import (
+    MiningConfig,
+    Persona,
+    ProceduralMemory,
+    Procedure,
+    ProcedureNotFoundError,
+    Toolbox,
+    ValidationError,
+    VersionNotFoundError,
+    Workflow,
+)
+from procmem.errors import (
+    ConfigurationError,
+    ImportFormatError,
+    InvalidProcedureError,
+    InvalidSessionError,
+    ProcMemError,
+    ToolNotFoundError,
+)
+from procmem.types import utcnow
+
+
+@pytest.fixture
+def memory(tmp_path, embedder):
+    m = ProceduralMemory(path=tmp_path / "m.sqlite3", embedder=embedder)
+    yield m
+    m.close()
+
+
+# ------------------------------------------------------------------ seed 002 (TAAT)
+
+
+def test_store_retrieve_list_by_category(memory):
+    pid = memory.store_procedure(
+        "post_tweet", ["compose", "post"], parameters={"account": "main"}, metadata={"category": "twitter"}
+    )
+    memory.store_procedure("place_order", ["validate", "submit"], metadata={"category": "trading"})
+    assert pid == "post_tweet"
+    got = memory.retrieve_procedure("post_tweet")
+    assert [s.action for s in got.steps] == ["compose", "post"] and got.parameters == {"account": "main"}
+    assert [p.id for p in memory.list_procedures(category="trading")] == ["place_order"]
+    assert len(memory.list_procedures()) == 2
+
+
+def test_store_procedure_update_keeps_unspecified_fields_and_versions(memory):
+    memory.store_procedure("p", ["a"], parameters={"x": 1}, metadata={"category": "c"})
+    memory.store_procedure("p", ["a", "b"])
+    got = memory.retrieve_procedure("p")
+    assert got.parameters == {"x": 1} and got.metadata == {"category": "c"} and got.version == 2
+
+
+def test_execute_with_parameter_passing_against_registry(memory):
+    calls = []
+
+    @memory.registry.register
+    def fetch(symbol, context=None):
+        calls.append(("fetch", symbol, context))
+        return {"price": 101.5}
+
+    @memory.registry.register
+    def decide(price, threshold):
+        calls.append(("decide", price, threshold))
+        return "buy" if price > threshold else "hold"
+
+    memory.store_procedure(
+        "trade",
+        [{"function": "fetch", "parameters": {"symbol": "{ticker}"}}, {"function": "decide"}],
+        parameters={"ticker": "AAPL", "threshold": 100},
+    )
+    result = memory.execute_procedure("trade", context={"user": "u1"}, parameters={"threshold": 200})
+    assert result.success and result.results == [{"price": 101.5}, "hold"]
+    assert calls == [("fetch", "AAPL", {"user": "u1"}), ("decide", 101.5, 200)]
+    stats = memory.retrieve_procedure("trade").stats
+    assert stats.successes == 1 and stats.mean_duration >= 0 and stats.last_execution is not None
+
+
+def test_execute_unregistered_function_fails_cleanly_and_counts_failure(memory):
+    memory.store_procedure("bad", [{"function": "os.system", "parameters": {"command": "echo pwned"}}])
+    result = memory.execute_procedure("bad")
+    assert not result.success and result.failed_step == 0 and "not registered" in result.error
+    assert memory.retrieve_procedure("bad").stats.failures == 1
+
+
+def test_execute_step_exception_is_captured(memory):
+    memory.registry.register(lambda: 1 / 0, name="explode")
+    memory.store_procedure("p", [{"function": "explode"}])
+    result = memory.execute_procedure("p")
+    assert not result.success and "ZeroDivisionError" in result.error
+
+
+def test_rollback_restores_as_new_version_and_can_be_undone(memory):
+    memory.store_procedure("p", ["v1 step"])
+    memory.store_procedure("p", ["v2 step"])
+    rolled = memory.rollback("p", 1)
+    assert rolled.version == 3 and [s.action for s in rolled.steps] == ["v1 step"]
+    assert memory.versions("p")[-1].note == "rollback to v1"
+    undone = memory.rollback("p", 2)
+    assert [s.action for s in undone.steps] == ["v2 step"] and undone.version == 4
+    with pytest.raises(VersionNotFoundError):
+        memory.rollback("p", 99)
+    with pytest.raises(ValidationError):
+        memory.rollback("p", "1")
+
+
+def test_rollback_procedure_seed_index(memory):
+    memory.store_procedure("p", ["one"])
+    memory.store_procedure("p", ["two"])
+    memory.store_procedure("p", ["three"])
+    assert [s.action for s in memory.rollback_procedure("p", 0).steps] == ["two"]
+    with pytest.raises(VersionNotFoundError):
+        memory.rollback_procedure("p", 10)
+
+
+def test_learn_from_outcome_updates_stats_and_revises(memory):
+    memory.store_procedure("p", ["a"])
+    memory.learn_from_outcome("p", {"success": False, "duration": 1.5, "note": "slow"})
+    rec = memory.retrieve_procedure("p")
+    assert rec.stats.failures == 1 and rec.stats.mean_duration == pytest.approx(1.5)
+    assert memory.store.outcomes("p")[0].details == {"note": "slow"}
+    revised = memory.learn_from_outcome("p", {"success": True, "steps": ["a", "b"]})
+    assert [s.action for s in revised.steps] == ["a", "b"] and revised.version == 2
+    with pytest.raises(ValidationError):
+        memory.learn_from_outcome("p", {"result": "ok"})
+
+
+def test_learn_from_outcome_rolls_back_a_revision_that_keeps_failing(memory):
+    memory.store_procedure("p", ["good"])
+    memory.learn_from_outcome("p", {"success": True, "steps": ["risky"]})
+    for _ in range(3):
+        last = memory.learn_from_outcome("p", {"success": False})
+    assert [s.action for s in last.steps] == ["good"]
+    assert memory.versions("p")[-1].note.startswith("rollback")
+
+
+def test_delete_and_clear_are_scoped(tmp_path, embedder):
+    a = ProceduralMemory(path=tmp_path / "s.sqlite3", embedder=embedder, namespace="agent-a")
+    b = ProceduralMemory(store=a.store, embedder=embedder, namespace="agent-b")
+    a.store_procedure("pa", ["x"])
+    b.store_procedure("pb", ["y"])
+    assert a.delete_procedure("pa") is True and a.delete_procedure("pa") is False
+    a.store_procedure("pa2", ["x"])
+    assert a.clear() == 1
+    assert [p.id for p in b.list()] == ["pb"]
+
+
+def test_persistence_survives_restart(tmp_path, embedder):
+    path = tmp_path / "restart.sqlite3"
+    m = ProceduralMemory(path=path, embedder=embedder)
+    m.store_procedure("deploy", ["build", "ship"], metadata={"category": "ops"})
+    m.learn_session(["git pull", "make", "make deploy"], "success")
+    m.close()
+    m2 = ProceduralMemory(path=path, embedder=embedder)
+    assert m2.retrieve_procedure("deploy").metadata == {"category": "ops"}
+    assert m2.stats()["sessions"] == 1
+    assert m2.predict_next_action(["git pull"], top_k=1)[0].action == "make"
+
+
+# ------------------------------------------------------------------ seed 004
+
+
+def test_record_and_find_skills_and_usage(memory):
+    skill = memory.record_skill(
+        "error_handling", "When API returns 429, retry with exponential backoff", ["rate limit", "429"]
+    )
+    memory.record_skill("greeting", "Say hello politely to new users", ["new user"])
+    found = memory.find_applicable_skills("the API says 429 rate limit exceeded")
+    assert found[0].procedure.id == skill.id and found[0].procedure.kind.value == "skill"
+    updated = memory.record_skill_usage(skill.id, success=True, situation="got HTTP 429")
+    assert updated.stats.successes == 1
+    assert memory.store.count_usages() == 1
+    again = memory.record_skill("error_handling", "Retry 429s with jittered exponential backoff", ["429"])
+    assert again.id == skill.id and again.version == 2 and again.stats.successes == 1
+
+
+def test_record_skill_rejects_bad_input(memory):
+    with pytest.raises(InvalidProcedureError, match="name"):
+        memory.record_skill("", "pattern")
+    with pytest.raises(InvalidProcedureError, match="triggers"):
+        memory.record_skill("x", "pattern", triggers="429")
+    with pytest.raises(ProcedureNotFoundError):
+        memory.record_skill_usage("nope", True)
+
+
+# ------------------------------------------------------------------ seed 000 (MemoRizz)
+
+
+def test_persona_store_retrieve_and_prompt(memory):
+    persona = Persona(name="ServiceBot", role="Customer Service Representative", goals="Resolve issues")
+    pid = persona.store_persona(memory)
+    again = Persona.retrieve_persona(pid, memory)
+    assert again.name == "ServiceBot" and again.id == pid
+    prompt = again.generate_system_prompt_input()
+    assert "ServiceBot" in prompt and "Resolve issues" in prompt
+    memory.store_procedure("not_persona", ["x"])
+    with pytest.raises(InvalidProcedureError):
+        Persona.retrieve_persona("not_persona", memory)
+
+
+def test_toolbox_register_schema_discover_execute(memory):
+    toolbox = Toolbox(memory)
+
+    @toolbox.register_tool
+    def process_refund(order_id: str, amount: float) -> str:
+        """Process a refund for a customer order.
+
+        Args:
+            order_id: The order to refund.
+            amount: Amount in dollars.
+        """
+        if amount <= 0:
+            raise ValueError("amount must be positive")
+        return f"Refund of ${amount} processed for order {order_id}"
+
+    def get_weather(city: str) -> str:
+        """Get the weather forecast for a city."""
+        return "sunny"
+
+    weather = toolbox.register_tool(get_weather)
+    assert weather("Paris") == "sunny" and weather.id.startswith("tool:")
+    schema = process_refund.schema
+    assert schema["required"] == ["order_id", "amount"]
+    assert schema["properties"]["amount"]["type"] == "number"
+    assert schema["properties"]["order_id"]["description"] == "The order to refund."
+    assert toolbox.search_tools("refund an order", k=1)[0].procedure.name == "process_refund"
+    ok = toolbox.execute_tool("process_refund", order_id="A1", amount="12.5")
+    assert ok.success and ok.output == "Refund of $12.5 processed for order A1"
+    bad_args = toolbox.execute_tool("process_refund", {"order_id": "A1"})
+    assert not bad_args.success and "amount" in bad_args.error
+    raised = toolbox.execute_tool("process_refund", order_id="A1", amount=-1)
+    assert not raised.success and "positive" in raised.error
+    stats = memory.get(process_refund.id).stats
+    assert (stats.successes, stats.failures) == (1, 2)
+    with pytest.raises(ToolNotFoundError):
+        toolbox.execute_tool("nope")
+
+
+def test_workflow_create_execute_with_conditions(memory):
+    log = []
+    memory.registry.register(lambda: log.append("ack") or "ok", name="acknowledge")
+    memory.registry.register(lambda: log.append("escalate") or "escalated", name="escalate")
+    memory.registry.register(lambda: log.append("resolve") or "resolved", name="resolve")
+    wf = Workflow("IssueResolution", "Resolve customer issues", memory)
+    wid = wf.create_workflow(
+        [
+            {"step": "acknowledge", "action": "Acknowledge the concern", "function": "acknowledge"},
+            {"step": "escalate", "action": "Escalate", "function": "escalate", "condition": "severe"},
+            {"step": "resolve", "action": "Resolve", "function": "resolve", "condition": "not severe"},
+        ]
+    )
+    again = Workflow.retrieve_workflow(wid, memory)
+    assert [s.name for s in again.steps] == ["acknowledge", "escalate", "resolve"]
+    result = again.execute({"severe": False})
+    assert result.success and result.skipped == [1] and log == ["ack", "resolve"]
+    text_only = Workflow("Greeting", "say hi", memory)
+    text_only.create_workflow([{"step": "greet", "action": "Greet the customer"}])
+    assert not text_only.execute().success
+    handled = text_only.execute(handler=lambda step, state: f"did: {step.action}")
+    assert handled.results == ["did: Greet the customer"]
+
+
+# ------------------------------------------------------------------ seed 003 (Coda)
+
+
+def test_update_versions_and_rejects_bad_fields(memory):
+    p = memory.add({"name": "deploy", "description": "old"})
+    p2 = memory.update(p.id, description="new", importance=0.9)
+    assert p2.version == 2 and p2.description == "new"
+    with pytest.raises(InvalidProcedureError, match="importance"):
+        memory.update(p.id, importance=float("nan"))
+    with pytest.raises(InvalidProcedureError, match="importance"):
+        memory.update(p.id, importance=1.5)
+    with pytest.raises(InvalidProcedureError):
+        memory.update(p.id, version=7)
+    assert memory.get(p.id).version == 2  # nothing lost or changed by the rejected updates
+    with pytest.raises(ProcedureNotFoundError):
+        memory.update("missing", description="x")
+
+
+def test_importance_decays_and_access_counts(memory):
+    p = memory.add({"name": "old skill", "importance": 0.8})
+    fresh = memory.current_importance(memory.get(p.id, touch=False))
+    later = memory.current_importance(memory.get(p.id, touch=False), now=utcnow() + timedelta(days=30))
+    assert later == pytest.approx(fresh / 2, abs=0.02)
+    memory.get(p.id)
+    memory.get(p.id)
+    assert memory.get(p.id, touch=False).access_count == 2
+    doomed = memory.forget(min_importance=0.99, dry_run=True)
+    assert doomed == [p.id] and memory.get(p.id, touch=False)
+
+
+def test_consolidate_merges_near_duplicates_and_reports(memory):
+    a = memory.add({"name": "restart the web server", "description": "restart nginx web server", "triggers": ["502"]})
+    b = memory.add({"name": "restart the web server", "description": "restart nginx web server", "triggers": ["down"]})
+    c = memory.add({"name": "rotate logs", "description": "compress old log files"})
+    memory.record_outcome(b.id, True)
+    memory.record_usage("site is down", a.id)
+    dry = memory.consolidate(threshold=0.95, dry_run=True)
+    assert dry.merged and memory.store.count() == 3
+    report = memory.consolidate(threshold=0.95)
+    assert [(g["kept"], g["merged"]) for g in report.merged] == [(b.id, [a.id])]
+    assert report.merged[0]["similarity"] >= 0.95
+    kept = memory.get(b.id, touch=False)
+    assert set(kept.triggers) == {"502", "down"} and kept.stats.successes == 1
+    assert kept.metadata["merged_from"][0]["id"] == a.id
+    assert memory.store.count() == 2 and memory.get(c.id, touch=False)
+    assert memory.store.usage_search(memory.embedder.embed_query("site is down"), k=1)[0][0].procedure_id == b.id
+
+
+def test_stats_and_error_tree(memory):
+    memory.store_procedure("p", ["a"], kind="skill")
+    s = memory.stats()
+    assert s["procedures"] == 1 and s["by_kind"]["skill"] == 1
+    for exc in (ProcedureNotFoundError, VersionNotFoundError, ValidationError, ImportFormatError):
+        assert issubclass(exc, ProcMemError)
+    assert issubclass(ProcedureNotFoundError, KeyError) and issubclass(ValidationError, ValueError)
+
+
+@pytest.mark.parametrize(
+    "bad, field",
+    [
+        ({"name": ""}, "name"),
+        ({"name": "x", "importance": float("inf")}, "importance"),
+        ({"name": "x", "steps": "not a list"}, "steps"),
+        ({"name": "x", "kind": "spell"}, "kind"),
+        ({"name": 3}, "name"),
+    ],
+)
+def test_bad_procedures_name_the_field(memory, bad, field):
+    with pytest.raises(InvalidProcedureError) as info:
+        memory.add(bad)
+    assert field in str(info.value)
+    assert memory.store.count() == 0
+
+
+def test_default_namespace_must_be_valid(embedder):
+    with pytest.raises(ConfigurationError):
+        ProceduralMemory(path=":memory:", embedder=embedder, namespace="")
+
+
+# ------------------------------------------------------------------ learning (seed 001)
+
+
+def test_learn_session_mines_workflow_and_demotes_it(tmp_path, embedder):
+    m = ProceduralMemory(path=tmp_path / "w.sqlite3", embedder=embedder, mining=MiningConfig(min_support=3))
+    steps = ["git add .", "git commit -m wip", "git push"]
+    for _ in range(3):
+        m.learn_session(steps, "success")
+    learned = m.list(kind="workflow", tags=["learned"])
+    assert len(learned) == 1 and learned[0].metadata["status"] == "promoted"
+    wid = learned[0].id
+    for _ in range(4):
+        m.learn_session(steps, "failure")
+    demoted = m.get(wid, touch=False)
+    assert demoted.metadata["status"] == "demoted"
+    notes = [v.note for v in m.versions(wid)]
+    assert notes[0] == "promoted" and notes[-1].startswith("demoted")
+
+
+def test_learn_session_validates(memory):
+    with pytest.raises(InvalidSessionError):
+        memory.learn_session([], "success")
+    with pytest.raises(InvalidSessionError):
+        memory.learn_session("git status", "success")
+    with pytest.raises(InvalidSessionError, match="outcome"):
+        memory.learn_session(["a"], "maybe")
+    assert memory.stats()["sessions"] == 0
+
+
+def test_seed001_learn_workflow_and_observe_stream(memory):
+    memory.learn_workflow([{"command": "npm install"}, {"command": "npm test"}, {"command": "git commit"}], "success")
+    preds = memory.predict_next_action(["npm install"], top_k=2)
+    assert preds[0].action == "npm test" and 0 <= preds[0].confidence <= 1 and preds[0].reason
+    memory.observe("make", session_id="s1")
+    memory.observe("make test", session_id="s1")
+    record = memory.end_session("s1", outcome="success")
+    assert record.actions == ["make", "make test"] and memory.store.has_session("s1")
+
+
+def test_save_and_load_roundtrip(tmp_path, embedder, memory):
+    memory.store_procedure("p", ["a"])
+    memory.store_procedure("p", ["a", "b"])
+    memory.learn_session(["x", "y"], "success", session_id="s1")
+    path = tmp_path / "export.jsonl"
+    assert memory.save(path) == 2
+    header = json.loads(path.read_text().splitlines()[0])
+    assert header["format"] == "procmem-export"
+    other = ProceduralMemory(path=tmp_path / "other.sqlite3", embedder=embedder)
+    assert other.load(path) == {"procedures": 1, "sessions": 1}
+    assert [s.action for s in other.get("p").steps] == ["a", "b"]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(path.read_text() + "{not json\n")
+    third = ProceduralMemory(path=tmp_path / "third.sqlite3", embedder=embedder)
+    with pytest.raises(ImportFormatError, match=":4"):
+        third.load(bad)
+    assert third.store.count() == 0  # validated before anything was written
+
+
+def test_async_twins(memory):
+    async def go():
+        p = await memory.aadd(Procedure(name="async deploy", description="deploy asynchronously"))
+        found = await memory.asearch("deploy", k=1)
+        await memory.arecord_outcome(p.id, True)
+        return p, found
+
+    p, found = asyncio.run(go())
+    assert found[0].procedure.id == p.id
+    assert memory.get(p.id, touch=False).stats.successes == 1

@@ -1,0 +1,231 @@
+"""Behaviour of the hybrid retriever users depend on (HashingEmbedder + InMemoryStore, no network)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+
+import pytest
+
+from procmem.embeddings import HashingEmbedder
+from procmem.errors import ImportFormatError, ProcedureNotFoundError, ValidationError
+from procmem.evaluation_retrieval import (
+    evaluate_retrieval,
+    read_queries_jsonl,
+    read_tools_jsonl,
+    read_usages_jsonl,
+)
+from procmem.retrieval import HybridRetriever, RetrievalConfig, retrieval_text
+from procmem.stores import InMemoryStore
+from procmem.types import Procedure
+
+TOOLS = [
+    ("WeatherTool", "Get the weather forecast: rain, temperature and wind for a city."),
+    ("FlightBooker", "Search and book airline flights between airports."),
+    ("RecipeFinder", "Find cooking recipes from the ingredients you have."),
+    ("StockQuotes", "Look up stock prices and market quotes for a ticker symbol."),
+    ("TranslateText", "Translate text between languages."),
+    ("git_commit", "Record staged changes to the repository with a message."),
+]
+
+
+@pytest.fixture()
+def retriever() -> HybridRetriever:
+    r = HybridRetriever(InMemoryStore(), HashingEmbedder(dim=512))
+    r.add_procedures([Procedure(kind="tool", name=n, description=d, tags=["demo"]) for n, d in TOOLS])
+    return r
+
+
+def ids(r: HybridRetriever) -> dict[str, str]:
+    return {p.name: p.id for p in r.store.list()}
+
+
+def names(results) -> list[str]:
+    return [x.procedure.name for x in results]
+
+
+def test_dense_finds_paraphrase(retriever):
+    # No shared word with the description's name; overlap of word pieces only.
+    res = retriever.search("cooking something with the ingredients in my fridge", k=3)
+    assert names(res)[0] == "RecipeFinder"
+    assert res[0].dense is not None and -1.0 <= res[0].dense <= 1.0
+
+
+def test_lexical_finds_exact_name(retriever):
+    res = retriever.search("git commit", k=3)
+    assert names(res)[0] == "git_commit"
+    assert res[0].lexical == pytest.approx(1.0)
+    assert "name/description match" in res[0].reason
+
+
+def test_usages_move_the_right_tool_to_the_top(retriever):
+    query = "what should I wear to the beach on saturday"
+    before = names(retriever.search(query, k=6))
+    assert before[0] != "WeatherTool"
+    wid = ids(retriever)["WeatherTool"]
+    retriever.record_usage("what should I wear to the park on sunday", wid)
+    retriever.record_usage("what should I wear to the beach tomorrow", wid)
+    res = retriever.search(query, k=3)
+    assert names(res)[0] == "WeatherTool"
+    assert res[0].experience is not None and res[0].experience > 0.5
+    assert "similar to past request" in res[0].reason
+
+
+def test_failures_push_down(retriever):
+    query = "translate my stock report into german"
+    first = names(retriever.search(query, k=6))[0]
+    fid = ids(retriever)[first]
+    for q in ("translate my stock report into french", "translate the stock report to german please"):
+        retriever.record_usage(q, fid, success=False)
+    res = retriever.search(query, k=6)
+    assert names(res)[0] != first
+    assert names(res).index(first) > 0
+
+
+def test_batched_usages_and_unknown_id(retriever):
+    wid = ids(retriever)["WeatherTool"]
+    n = retriever.record_usages([("is it windy in Oslo", wid), {"query": "rain in Rome?", "procedure_id": wid}])
+    assert n == 2
+    assert retriever.store.count_usages() == 2
+    with pytest.raises(ProcedureNotFoundError):
+        retriever.record_usage("anything", "no-such-id")
+    with pytest.raises(ValidationError) as exc:
+        retriever.record_usages([("", wid)])
+    assert exc.value.field == "query"
+
+
+def test_experience_index_rebuilt_from_store(retriever):
+    wid = ids(retriever)["WeatherTool"]
+    retriever.record_usages([("what should I wear to the beach tomorrow", wid)] * 3)
+    fresh = HybridRetriever(retriever.store, retriever.embedder)  # e.g. a new process on the same file
+    res = fresh.search("what should I wear to the beach on saturday", k=1)
+    assert names(res) == ["WeatherTool"]
+
+
+def test_filters_kind_tag_namespace():
+    r = HybridRetriever(InMemoryStore(), HashingEmbedder(dim=512))
+    r.add_procedures([
+        Procedure(kind="tool", name="deploy_app", description="deploy the app", tags=["prod"]),
+        Procedure(kind="workflow", name="deploy_flow", description="deploy the app step by step", tags=["prod"]),
+        Procedure(kind="tool", name="deploy_staging", description="deploy the app to staging", tags=["staging"]),
+        Procedure(kind="tool", name="deploy_other", description="deploy the app", namespace="other"),
+    ])
+    assert set(names(r.search("deploy the app", k=10, kinds=["workflow"]))) == {"deploy_flow"}
+    assert set(names(r.search("deploy the app", k=10, tags=["staging"]))) == {"deploy_staging"}
+    assert set(names(r.search("deploy the app", k=10, namespace="other"))) == {"deploy_other"}
+    assert "deploy_other" not in names(r.search("deploy the app", k=10, namespace="default"))
+    # A usage voting for a procedure outside the filter does not leak it in.
+    other = next(p for p in r.store.list() if p.name == "deploy_flow")
+    r.record_usage("deploy the app now", other.id)
+    assert set(names(r.search("deploy the app now", k=10, kinds=["tool"]))) <= {
+        "deploy_app", "deploy_staging", "deploy_other"}
+
+
+def test_min_score_and_k(retriever):
+    res = retriever.search("weather forecast", k=6)
+    assert len(res) <= 6 and res == sorted(res, key=lambda x: -x.score)
+    cut = res[0].score
+    kept = retriever.search("weather forecast", k=6, min_score=cut)
+    assert names(kept) == names(res)[:1]
+    assert retriever.search("weather forecast", k=6, min_score=cut + 1.0) == []
+    assert len(retriever.search("weather forecast", k=2)) == 2
+
+
+def test_reasons_and_fields_populated(retriever):
+    for r in retriever.search("book a flight to Paris", k=3):
+        assert r.reason
+        assert r.dense is not None
+
+
+def test_touch_counts_access(retriever):
+    res = retriever.search("stock prices", k=1)
+    pid = res[0].procedure.id
+    assert retriever.store.get(pid).access_count == 1
+    retriever.search("stock prices", k=1, touch=False)
+    assert retriever.store.get(pid).access_count == 1
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [({"query": ""}, "query"), ({"query": "   "}, "query"), ({"query": "x", "k": 0}, "k"),
+     ({"query": "x", "k": 2.5}, "k"), ({"query": "x", "min_score": math.nan}, "min_score"),
+     ({"query": "x", "min_score": math.inf}, "min_score"), ({"query": "x", "namespace": ""}, "namespace")],
+)
+def test_bad_input_names_field(retriever, kwargs, field):
+    query = kwargs.pop("query")
+    with pytest.raises(ValidationError) as exc:
+        retriever.search(query, **kwargs)
+    assert exc.value.field == field
+
+
+def test_empty_store_returns_nothing():
+    assert HybridRetriever(InMemoryStore(), HashingEmbedder()).search("anything") == []
+
+
+def test_config_validation():
+    with pytest.raises(ValueError):
+        RetrievalConfig(vote_temperature=0.0)
+    with pytest.raises(ValueError):
+        RetrievalConfig(description_weight=math.nan)
+    r = HybridRetriever(InMemoryStore(), HashingEmbedder(), config={"neighbours": 5})
+    assert r.config.neighbours == 5
+
+
+def test_async_twins(retriever):
+    wid = ids(retriever)["WeatherTool"]
+
+    async def go():
+        await retriever.arecord_usage("umbrella needed in Leeds today?", wid)
+        return await retriever.asearch("umbrella needed in York today?", k=1)
+
+    res = asyncio.run(go())
+    assert names(res) == ["WeatherTool"]
+
+
+def test_retrieval_text_splits_names():
+    p = Procedure(kind="tool", name="HouseRentingTool_v2", description="Find flats.")
+    assert retrieval_text(p).startswith("House Renting Tool v2: Find flats.")
+
+
+# ---------------------------------------------------------------------- evaluation
+def test_evaluate_retrieval_writes_rankings(tmp_path):
+    tools = [{"name": n, "description": d} for n, d in TOOLS]
+    queries = [{"query": "rain tomorrow in Leeds?", "tools": ["WeatherTool"]},
+               {"query": "git commit my staged changes", "tools": ["git_commit"]}]
+    usages = [{"query": "will it rain in Leeds", "tool": "WeatherTool", "success": True}]
+    out = tmp_path / "ranks.jsonl"
+    rep = evaluate_retrieval(tools, queries, usages=usages, embedder=HashingEmbedder(dim=512), output=out)
+    assert rep.queries == 2 and rep.tools == 6 and rep.usages == 1
+    assert rep.hit_at_1 == 1.0 and rep.recall_at_5 == 1.0 and rep.mrr_at_10 == 1.0
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [x["query_index"] for x in lines] == [0, 1]
+    assert lines[0]["tools"][0] == "WeatherTool" and len(lines[0]["tools"]) == 6
+    with pytest.raises(ValidationError) as exc:
+        evaluate_retrieval(tools, queries, usages=[{"query": "q", "tool": "Nope"}], embedder=HashingEmbedder())
+    assert exc.value.field == "tool"
+
+
+def test_loaders_name_file_and_line(tmp_path):
+    good = tmp_path / "tools.jsonl"
+    good.write_text('{"name": "a", "description": "x"}\n\n{"name": "b", "description": "y"}\n')
+    assert [t["name"] for t in read_tools_jsonl(good)] == ["a", "b"]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"name": "a", "description": "x"}\n{"name": "a", "description": "y"}\n')
+    with pytest.raises(ImportFormatError, match=r"bad.jsonl:2: duplicate tool name"):
+        read_tools_jsonl(bad)
+    bad.write_text('{"query": "q", "tool": "a"}\nnot json\n')
+    with pytest.raises(ImportFormatError, match=r"bad.jsonl:2: not valid JSON"):
+        read_usages_jsonl(bad)
+    bad.write_text('{"query": "q", "tool": "a", "success": "yes"}\n')
+    with pytest.raises(ImportFormatError) as exc:
+        read_usages_jsonl(bad)
+    assert exc.value.field == "success"
+    bad.write_text('{"query": "q", "tools": []}\n')
+    with pytest.raises(ImportFormatError) as exc:
+        read_queries_jsonl(bad)
+    assert exc.value.field == "tools"
+    bad.write_text('{"query": "q", "tool": "a"}\n')
+    assert read_queries_jsonl(bad) == [{"query": "q", "tools": ["a"]}]
+    with pytest.raises(ImportFormatError, match="cannot read"):
+        read_tools_jsonl(tmp_path / "missing.jsonl")
