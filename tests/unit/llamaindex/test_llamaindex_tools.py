@@ -1,0 +1,128 @@
+"""ProceduralMemoryToolSpec: FunctionTool schemas, sync and async calls, errors."""
+
+import pytest
+from llama_index.core.tools import FunctionTool
+from llamaindex_helpers import BOOKING
+
+from llamaindex_procmem import ProceduralMemoryToolSpec
+from procmem.errors import ConfigurationError, ProcedureNotFoundError, ValidationError
+
+NAMES = ["search_procedures", "save_procedure", "record_outcome", "predict_next_action"]
+
+
+@pytest.fixture
+def spec(pm):
+    return ProceduralMemoryToolSpec(memory=pm)
+
+
+@pytest.fixture
+def tools(spec):
+    return {t.metadata.name: t for t in spec.to_tool_list()}
+
+
+def props(tool):
+    return tool.metadata.get_parameters_dict()
+
+
+def test_tool_list_has_sync_and_async_functions(spec, tools):
+    assert list(tools) == NAMES
+    for name, tool in tools.items():
+        assert isinstance(tool, FunctionTool)
+        assert tool.real_fn.__name__ == name
+        assert tool.async_fn.__name__ == "a" + name  # native async, not a wrapped sync function
+
+
+@pytest.mark.parametrize(
+    ("name", "expected", "required"),
+    [
+        ("search_procedures", {"query": "string", "k": "integer", "kind": "string"}, ["query"]),
+        (
+            "save_procedure",
+            {"name": "string", "steps": "array", "description": "string", "triggers": "array", "kind": "string"},
+            ["name", "steps"],
+        ),
+        (
+            "record_outcome",
+            {
+                "procedure_id": "string",
+                "success": "boolean",
+                "query": "string",
+                "error": "string",
+                "duration": "number",
+            },
+            ["procedure_id", "success"],
+        ),
+        ("predict_next_action", {"recent_actions": "array", "task": "string", "top_k": "integer"}, ["recent_actions"]),
+    ],
+)
+def test_schemas_name_type_and_describe_every_argument(tools, name, expected, required):
+    schema = props(tools[name])
+    assert sorted(schema["required"]) == sorted(required)
+    assert list(schema["properties"]) == list(expected)
+    for arg, json_type in expected.items():
+        prop = schema["properties"][arg]
+        types = {prop.get("type")} | {alt.get("type") for alt in prop.get("anyOf", [])}
+        assert json_type in types, (arg, prop)
+        assert prop.get("description"), (name, arg)
+    if "steps" in expected:
+        assert schema["properties"]["steps"]["items"] == {"type": "string"}
+    description = tools[name].metadata.description
+    assert description.startswith(name + "(")
+    assert len(description) < 1024  # OpenAI's limit on function descriptions
+
+
+def test_save_search_record_predict(pm, tools):
+    out = tools["save_procedure"](
+        name="Deploy web app",
+        steps=["git pull", "make build", "make deploy"],
+        description="Deploy the web application",
+        triggers=["ship it"],
+    ).content
+    assert out == "Saved procedure 'Deploy web app' (id=deploy-web-app, version 1)."
+    again = tools["save_procedure"](name="Deploy web app", steps=["git pull", "make deploy"]).content
+    assert again.endswith("version 2).")
+
+    found = tools["search_procedures"](query="deploy the web application").content
+    assert found.startswith("[1] id=deploy-web-app")
+    assert "1. git pull\n2. make deploy" in found
+    assert tools["search_procedures"](query="deploy", kind="skill").content.startswith("No stored procedure")
+
+    recorded = tools["record_outcome"](procedure_id="deploy-web-app", success=True, query="ship the site").content
+    assert recorded == "Recorded success of deploy-web-app: 1/1 successful so far."
+    assert pm.store.count_usages(namespace=pm.namespace) == 1
+
+    assert tools["predict_next_action"](recent_actions=[]).content.startswith("No prediction")
+    pm.learn_session([f"{n}()" for n, _ in BOOKING], "success", "book a flight")
+    predicted = tools["predict_next_action"](recent_actions=["search_flights()"], task="book a flight").content
+    assert predicted.splitlines()[0].startswith("- book_flight() (confidence ")
+
+
+async def test_async_calls(pm, tools):
+    out = await tools["save_procedure"].acall(name="Onboard", steps=["create account", "send welcome email"])
+    assert "id=onboard" in out.content
+    found = await tools["search_procedures"].acall(query="onboard a new employee", k=1)
+    assert found.content.startswith("[1] id=onboard")
+    failed = await tools["record_outcome"].acall(procedure_id="onboard", success=False, error="no email", duration=2.5)
+    assert failed.content == "Recorded failure of onboard: 0/1 successful so far."
+    assert pm.get("onboard", touch=False).stats.mean_duration == 2.5
+    pm.learn_session([f"{n}()" for n, _ in BOOKING], "success", "book a flight")
+    predicted = await tools["predict_next_action"].acall(recent_actions=["search_flights()"])
+    assert "book_flight()" in predicted.content
+
+
+async def test_mistakes_raise_procmem_errors(tools):
+    with pytest.raises(ProcedureNotFoundError, match="nope"):
+        tools["record_outcome"](procedure_id="nope", success=True)
+    with pytest.raises(ProcedureNotFoundError):
+        await tools["record_outcome"].acall(procedure_id="nope", success=True)
+    with pytest.raises(ValidationError):
+        tools["save_procedure"](name="x", steps=[""])
+    with pytest.raises(ValidationError, match="top_k"):
+        tools["predict_next_action"](recent_actions=["a"], top_k=0)
+
+
+def test_invalid_options_raise(pm):
+    with pytest.raises(ConfigurationError, match="k must be"):
+        ProceduralMemoryToolSpec(memory=pm, k=0)
+    with pytest.raises(ConfigurationError, match="ProceduralMemory"):
+        ProceduralMemoryToolSpec(memory="not a memory")
