@@ -71,7 +71,10 @@ def _pydantic_error(exc: pydantic.ValidationError, cls: type[ValidationError], w
     err = exc.errors()[0]
     field = ".".join(str(p) for p in err.get("loc", ())) or what
     value = err.get("input")
-    shown = repr(value)
+    try:
+        shown = repr(value)
+    except (RecursionError, ValueError):
+        shown = f"<unprintable {type(value).__name__}>"
     if len(shown) > 80:
         shown = shown[:77] + "..."
     return cls(f"invalid {what}: field {field!r}: {err.get('msg')} (got {shown})", field=field, value=value)
@@ -186,7 +189,19 @@ class ProceduralMemory:
 
     # ------------------------------------------------------------------ helpers
     def _ns(self, namespace: str | None) -> str:
-        return self.namespace if namespace is None else namespace
+        if namespace is None:
+            return self.namespace
+        if not isinstance(namespace, str) or not namespace.strip():
+            raise ValidationError(f"namespace must be a non-empty str, got {namespace!r}", field="namespace",
+                                  value=namespace)
+        return namespace
+
+    @staticmethod
+    def _id(procedure_id: Any, field: str = "procedure_id") -> str:
+        if not isinstance(procedure_id, str) or not procedure_id.strip():
+            raise ValidationError(f"{field} must be a non-empty str, got {procedure_id!r}", field=field,
+                                  value=procedure_id)
+        return procedure_id
 
     def _embed(self, procedures: Sequence[Procedure]) -> np.ndarray:
         return self.embedder.embed_documents([p.text() for p in procedures])
@@ -245,6 +260,7 @@ class ProceduralMemory:
         Raises:
             ProcedureNotFoundError: Unknown id.
         """
+        self._id(procedure_id)
         proc = self.store.get(procedure_id)
         if touch:
             self.store.touch([procedure_id])
@@ -262,6 +278,7 @@ class ProceduralMemory:
             ProcedureNotFoundError: Unknown id.
             InvalidProcedureError: A changed field is invalid; nothing is written.
         """
+        self._id(procedure_id)
         allowed = set(Procedure.model_fields) - {"id", "version", "created_at", "updated_at"}
         unknown = set(changes) - allowed
         if unknown:
@@ -276,6 +293,7 @@ class ProceduralMemory:
 
     def delete(self, procedure_id: str) -> bool:
         """Delete a procedure and its history; returns whether it existed."""
+        self._id(procedure_id)
         return self.store.delete(procedure_id)
 
     def clear(self, namespace: str | None = None) -> int:
@@ -308,6 +326,7 @@ class ProceduralMemory:
 
     def versions(self, procedure_id: str) -> list[ProcedureVersion]:
         """Return the kept versions of a procedure, oldest first."""
+        self._id(procedure_id)
         return self.store.versions(procedure_id)
 
     def rollback(self, procedure_id: str, version: int) -> Procedure:
@@ -321,6 +340,7 @@ class ProceduralMemory:
             ProcedureNotFoundError: Unknown id.
             VersionNotFoundError: That version is not kept (or out of range).
         """
+        self._id(procedure_id)
         if isinstance(version, bool) or not isinstance(version, int):
             raise ValidationError(f"version must be an int, got {version!r}", field="version", value=version)
         kept = {v.version: v for v in self.store.versions(procedure_id)}
@@ -371,6 +391,7 @@ class ProceduralMemory:
         Raises:
             ProcedureNotFoundError: Unknown id.
         """
+        self._id(procedure_id)
         self.retriever.record_usage(query, procedure_id, success, namespace=self._ns(namespace))
 
     def record_outcome(
@@ -395,8 +416,13 @@ class ProceduralMemory:
             ProcedureNotFoundError: Unknown id.
             ValidationError: ``success`` is not a bool, or ``duration`` is negative or not finite.
         """
+        self._id(procedure_id)
         if not isinstance(success, bool):
             raise ValidationError(f"success must be a bool, got {success!r}", field="success", value=success)
+        if details is not None and not isinstance(details, Mapping):
+            raise ValidationError(
+                f"details must be a mapping or None, got {type(details).__name__}", field="details", value=details
+            )
         try:
             outcome = Outcome(
                 procedure_id=procedure_id, success=success, duration=duration, error=error, details=dict(details or {})
@@ -551,7 +577,7 @@ class ProceduralMemory:
             }
         )
         new = Procedure.model_validate(new.model_dump())
-        self.store.put([new], self._embed([new]), note="consolidated")
+        self.store.put([new], self._embed([new]), note="consolidated", replace_counters=True)
         self.store.reassign_usages([o.id for o in others], keep.id)
         for o in others:
             self.store.delete(o.id)
@@ -628,6 +654,20 @@ class ProceduralMemory:
             raise InvalidProcedureError(
                 f"procedure_id must be a non-empty str, got {procedure_id!r}", field="procedure_id", value=procedure_id
             )
+        for field, value in (("parameters", parameters), ("metadata", metadata)):
+            if value is not None and not isinstance(value, Mapping):
+                raise InvalidProcedureError(
+                    f"{field} must be a mapping or None, got {type(value).__name__}", field=field, value=value
+                )
+        for field, value in (("triggers", triggers), ("tags", tags)):
+            if (
+                isinstance(value, (str, bytes))
+                or not isinstance(value, Sequence)
+                or not all(isinstance(x, str) for x in value)
+            ):
+                raise InvalidProcedureError(f"{field} must be a list of str, got {value!r}", field=field, value=value)
+        if isinstance(steps, (str, bytes)) or not isinstance(steps, Sequence):
+            raise InvalidProcedureError(f"steps must be a list, got {type(steps).__name__}", field="steps", value=steps)
         try:
             existing = self.store.get(procedure_id)
         except KeyError:
@@ -684,6 +724,7 @@ class ProceduralMemory:
         Raises:
             ProcedureNotFoundError: Unknown id.
         """
+        self._id(procedure_id)
         proc = self.get(procedure_id)
         result = execute_steps(proc, self.registry, parameters=parameters, context=context, handler=handler)
         self.store.record_outcome(
@@ -703,6 +744,7 @@ class ProceduralMemory:
         Raises:
             VersionNotFoundError: ``version_index`` is out of range.
         """
+        self._id(procedure_id)
         if isinstance(version_index, bool) or not isinstance(version_index, int) or version_index < 0:
             raise ValidationError(
                 f"version_index must be an int >= 0, got {version_index!r}", field="version_index", value=version_index
@@ -730,6 +772,7 @@ class ProceduralMemory:
             ProcedureNotFoundError: Unknown id.
             ValidationError: ``outcome_data`` lacks a bool ``success``.
         """
+        self._id(procedure_id)
         if not isinstance(outcome_data, Mapping) or not isinstance(outcome_data.get("success"), bool):
             raise ValidationError(
                 "outcome_data must be a mapping with a bool 'success'", field="outcome_data.success", value=outcome_data
@@ -825,6 +868,7 @@ class ProceduralMemory:
         With ``situation``, the request is also remembered as a usage, so similar situations
         retrieve this skill more readily.
         """
+        self._id(skill_id, "skill_id")
         proc = self.record_outcome(skill_id, success, duration=duration)
         if situation:
             self.record_usage(situation, skill_id, success)
@@ -1201,6 +1245,7 @@ class ProceduralMemory:
         ns = self._ns(namespace)
         procs: list[Procedure] = []
         sessions: list[SessionRecord] = []
+        header_seen = False
         try:
             fh = open(path, encoding="utf-8")
         except OSError as exc:
@@ -1216,20 +1261,13 @@ class ProceduralMemory:
                         raise ImportFormatError(
                             f"{path}:{lineno}: not JSON ({exc.msg})", field="line", value=lineno
                         ) from None
-                    if lineno == 1:
-                        if not isinstance(obj, dict) or obj.get("format") != EXPORT_FORMAT:
-                            raise ImportFormatError(
-                                f"{path}: not a procmem export (no {EXPORT_FORMAT!r} header)",
-                                field="format",
-                                value=obj.get("format") if isinstance(obj, dict) else None,
-                            )
-                        if obj.get("version", 0) > EXPORT_VERSION:
-                            raise ImportFormatError(
-                                f"{path}: export version {obj.get('version')} is newer than "
-                                f"this procmem reads ({EXPORT_VERSION})",
-                                field="version",
-                                value=obj.get("version"),
-                            )
+                    except RecursionError:
+                        raise ImportFormatError(
+                            f"{path}:{lineno}: JSON nested too deeply", field="line", value=lineno
+                        ) from None
+                    if not header_seen:
+                        self._check_export_header(obj, path)
+                        header_seen = True
                         continue
                     kind = obj.get("type") if isinstance(obj, dict) else None
                     try:
@@ -1241,16 +1279,44 @@ class ProceduralMemory:
                             raise ImportFormatError(
                                 f"{path}:{lineno}: unknown record type {kind!r}", field="type", value=kind
                             )
-                    except (pydantic.ValidationError, KeyError, TypeError) as exc:
+                    except (pydantic.ValidationError, KeyError, TypeError, RecursionError) as exc:
                         raise ImportFormatError(
                             f"{path}:{lineno}: invalid {kind} record: {exc}", field="line", value=lineno
                         ) from None
             except UnicodeDecodeError as exc:
                 raise ImportFormatError(f"{path}: not UTF-8 text ({exc})", field="encoding", value=None) from None
+        if not header_seen:
+            raise ImportFormatError(f"{path}: empty file, not a procmem export", field="format", value=None)
+        # Ids are global: a procedure of another namespace is copied under a namespaced id, never moved.
+        taken = self.store.get_many([p.id for p in procs])
+        procs = [
+            p.model_copy(update={"id": f"{ns}:{p.id}"}) if p.id in taken and taken[p.id].namespace != ns else p
+            for p in procs
+        ]
         if procs:
             self.store.put(procs, self._embed(procs), note="loaded")
         added = self.learn_sessions(sessions) if sessions else 0
         return {"procedures": len(procs), "sessions": added}
+
+    @staticmethod
+    def _check_export_header(obj: Any, path: Any) -> None:
+        if not isinstance(obj, dict) or obj.get("format") != EXPORT_FORMAT:
+            raise ImportFormatError(
+                f"{path}: not a procmem export (no {EXPORT_FORMAT!r} header on the first line)",
+                field="format",
+                value=obj.get("format") if isinstance(obj, dict) else None,
+            )
+        version = obj.get("version")
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            raise ImportFormatError(
+                f"{path}: export header version must be an int >= 1, got {version!r}", field="version", value=version
+            )
+        if version > EXPORT_VERSION:
+            raise ImportFormatError(
+                f"{path}: export version {version} is newer than this procmem reads ({EXPORT_VERSION})",
+                field="version",
+                value=version,
+            )
 
     # ------------------------------------------------------------------ async twins
     async def _run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

@@ -6,13 +6,14 @@ rates and importances are floats in [0, 1].
 
 from __future__ import annotations
 
+import json
 import math
 import uuid
 from datetime import datetime, timezone
 from enum import Enum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 __all__ = [
     "ConsolidationReport",
@@ -56,8 +57,39 @@ def _finite(name: str, value: float) -> float:
     return value
 
 
+def _nested(obj: Any) -> Any:
+    # Nested records validate themselves; dates serialise as ISO strings.
+    if isinstance(obj, (BaseModel, datetime)):
+        return None
+    raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
+
+
+def _json_safe(value: Any, info: ValidationInfo) -> Any:
+    """Refuse values a JSON store cannot hold: lone surrogates, NaN, objects, runaway nesting."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(f"{info.field_name} contains characters that are not valid Unicode") from None
+    elif isinstance(value, (dict, list, tuple)) and value:
+        try:
+            json.dumps(value, allow_nan=False, ensure_ascii=False, default=_nested).encode("utf-8")
+        except RecursionError:
+            raise ValueError(f"{info.field_name} is nested too deeply to store") from None
+        except (TypeError, ValueError, UnicodeEncodeError) as exc:
+            raise ValueError(f"{info.field_name} must hold only JSON values (finite numbers, text): {exc}") from None
+    return value
+
+
 class _Record(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, use_enum_values=False)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _storable(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, (str, dict, list, tuple)):
+            return _json_safe(value, info)
+        return value
 
 
 class Step(_Record):
@@ -303,7 +335,7 @@ class Outcome(_Record):
         return None if v is None else _finite("duration", v)
 
 
-class ExecutionResult(_Record):
+class ExecutionResult(BaseModel):
     """What executing a procedure returned (seed 002's ``execute_procedure`` result).
 
     Attributes:
@@ -314,6 +346,8 @@ class ExecutionResult(_Record):
         failed_step: Index of the failing step, if any.
         duration: Wall time in seconds.
     """
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
 
     success: bool
     results: list[Any] = Field(default_factory=list)

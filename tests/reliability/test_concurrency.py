@@ -16,19 +16,11 @@ from procmem.memory import ProceduralMemory
 
 from . import _workers
 
-STATS_RACE = (
-    "lost update: update()/rollback() read the procedure outside the write transaction and "
-    "store.put writes the caller's copy of stats/access_count, so an outcome recorded in between "
-    "is logged in `outcomes` but its count is overwritten in `stats`"
-)
-
 
 @pytest.mark.slow
 def test_concurrent_writers_and_readers_lose_and_tear_nothing(tmp_path):
     run = _workers.concurrency_run(str(tmp_path), n_ops=40, seed=1)
-    # Stats vs. outcome log is checked separately below (STATS_RACE, xfail); everything else here.
-    problems = [p for p in run.problems if "stats count" not in p]
-    assert not problems, "\n".join(problems)
+    assert not run.problems, "\n".join(run.problems)
     assert run.writers == 5 and run.acked == 4 + 5 * 40 and run.checked == run.acked
     assert run.records_read > 0
 
@@ -77,7 +69,6 @@ def _race(memory, other, op):
         memory.store.get = real_get
 
 
-@pytest.mark.xfail(strict=True, reason=STATS_RACE)
 @pytest.mark.parametrize("op", ["update", "rollback"])
 def test_an_outcome_recorded_during_an_update_is_counted(tmp_path, embedder, op):
     db = tmp_path / "s.sqlite3"

@@ -165,15 +165,7 @@ def test_load_history_on_hostile_sessions_jsonl(tmp_path, lines, on_error, cut):
     _load_any(path)
 
 
-JSONL_SURROGATE = (
-    "read_sessions_jsonl accepts a lone surrogate written as a JSON escape (\"\\ud800\"), which json.loads "
-    "decodes to a str that cannot be encoded as UTF-8: the session then fails to store with "
-    "pydantic_core.PydanticSerializationError (and `procmem learn` ends in a traceback); _record should "
-    "refuse it as ImportFormatError (or replace it with U+FFFD as the history readers do)"
-)
 
-
-@pytest.mark.xfail(strict=True, reason=JSONL_SURROGATE)
 @pytest.mark.parametrize("line", [b'{"actions": ["\\ud800"]}', b'{"actions": ["a"], "instructions": ["\\udc80"]}'])
 def test_jsonl_lone_surrogate_escapes_never_reach_the_store(tmp_path, line):
     path = tmp_path / "s.jsonl"
@@ -350,15 +342,7 @@ def test_record_outcome_with_garbage(fuzz_memory, pid, success, duration, error,
     )
 
 
-UNSERIALISABLE = (
-    "free-form dict fields (metadata, parameters, Step.parameters, Outcome.details) and session "
-    "actions accept values that cannot be written as JSON (lone surrogates, objects, nesting deeper "
-    "than pydantic serialises); the write then fails with pydantic_core.PydanticSerializationError "
-    "instead of InvalidProcedureError/InvalidSessionError/ValidationError"
-)
 
-
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=UNSERIALISABLE)
 @pytest.mark.parametrize(
     "call",
     [
@@ -387,14 +371,7 @@ def test_unserialisable_values_are_refused_as_procmem_errors(tmp_path, call):
     assert snapshot(memory) == before
 
 
-NON_STR_IDS = (
-    "update/rollback/get pass a non-str procedure_id straight to SQLite: an int beyond 64 bits raises "
-    "OverflowError ('Python int too large to convert to SQLite INTEGER'), which SQLiteStore._read does "
-    "not catch; the facade should refuse a non-str id with ValidationError"
-)
 
-
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=NON_STR_IDS)
 @pytest.mark.parametrize("call", [lambda m: m.update(2**63, description="x"), lambda m: m.rollback(2**63, 1),
                                   lambda m: m.get(2**64), lambda m: m.versions(-(2**70))],
                          ids=["update", "rollback", "get", "versions"])
@@ -408,13 +385,7 @@ def test_ids_that_are_not_strings_are_refused(tmp_path, call):
         raise AssertionError(f"{type(exc).__name__} escaped: {exc}") from exc
 
 
-STORE_PROCEDURE_TYPES = (
-    "store_procedure calls dict(parameters), dict(metadata), list(triggers), list(tags) on whatever it "
-    "is given: a str, bool or int raises ValueError/TypeError instead of InvalidProcedureError"
-)
 
-
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=STORE_PROCEDURE_TYPES)
 @pytest.mark.parametrize("kwargs", [{"parameters": "x"}, {"metadata": True}, {"parameters": 5},
                                     {"triggers": 7}, {"tags": 1.5}], ids=str)
 def test_store_procedure_refuses_wrong_types(tmp_path, kwargs):
@@ -427,14 +398,7 @@ def test_store_procedure_refuses_wrong_types(tmp_path, kwargs):
         raise AssertionError(f"{type(exc).__name__} escaped: {exc}") from exc
 
 
-CROSS_NAMESPACE = (
-    "procedure ids are unique across namespaces and store.put updates an existing id wherever it "
-    "lives: add()/load() in namespace 'b' with the id of a procedure of namespace 'a' moves that "
-    "procedure into 'b' and rewrites it, so one tenant can take over another's procedure"
-)
 
-
-@pytest.mark.xfail(strict=True, reason=CROSS_NAMESPACE)
 def test_a_write_in_one_namespace_never_changes_another(tmp_path):
     memory = _memory(tmp_path / "s.sqlite3")
     memory.add({"id": "deploy", "name": "deploy", "steps": ["make deploy"], "namespace": "alice"})
@@ -447,7 +411,6 @@ def test_a_write_in_one_namespace_never_changes_another(tmp_path):
     assert snapshot(memory)[1]["deploy"] == before[1]["deploy"]
 
 
-@pytest.mark.xfail(strict=True, reason=CROSS_NAMESPACE)
 def test_loading_one_namespaces_export_into_another_copies_it(tmp_path):
     """A copy of a's memory loaded into b must leave a's procedures in a (today they move)."""
     memory = _memory(tmp_path / "s.sqlite3")
@@ -538,15 +501,7 @@ def test_load_of_a_damaged_export_is_all_or_nothing(tmp_path, exported, data):
         pass  # a damaged file that still parses may be refused by the store: fine, as a ProcMemError
 
 
-LOAD_HEADER = (
-    "load() compares the header's version with `>` unguarded (a string or null version raises "
-    "TypeError), parses lines with json.loads catching only JSONDecodeError (a deeply nested line "
-    "raises RecursionError), and checks the header only when it is on line 1 (a blank first line "
-    "skips the check, so a file with no procmem header is imported; an empty file loads as 'nothing')"
-)
 
-
-@pytest.mark.xfail(strict=True, reason=LOAD_HEADER)
 @pytest.mark.parametrize(
     "content",
     [
@@ -638,7 +593,6 @@ STORE_UTF8 = (
 )
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=STORE_UTF8)
 def test_a_store_with_invalid_utf8_text_is_refused_as_corrupt(tmp_path):
     path = tmp_path / "store.sqlite3"
     memory = _memory(path)

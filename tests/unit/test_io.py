@@ -620,11 +620,14 @@ def test_write_is_atomic_and_keeps_permissions(tmp_path):
     assert [s.session_id for s in read_sessions_jsonl(path)] == ["a"]
 
 
-def test_write_keeps_lone_surrogates_as_json_escapes(tmp_path):
-    record = SessionRecord(session_id="s", actions=["echo \udcff"])
+def test_lone_surrogates_never_become_records(tmp_path):
+    # A store cannot hold text that is not valid Unicode, so records refuse it up front.
+    with pytest.raises(ValueError, match="actions"):
+        SessionRecord(session_id="s", actions=["echo \udcff"])
     path = tmp_path / "s.jsonl"
-    write_sessions_jsonl([record], path)
-    assert list(read_sessions_jsonl(path)) == [record]
+    path.write_bytes(b'{"session_id": "s", "actions": ["echo \\udcff"]}\n')
+    with pytest.raises(ImportFormatError):
+        list(read_sessions_jsonl(path))
 
 
 _text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=20)

@@ -1,68 +1,96 @@
-"""Workflow mining: recurring, successful sequences of actions across sessions.
+"""Workflow mining: recurring, successful contiguous step sequences across sessions.
 
-A *workflow candidate* is a contiguous sequence of normalised actions (templates, see
-:mod:`procmem.learning.normalize`) that occurs in at least ``min_support`` distinct sessions.
-Support counts sessions, not occurrences, as in sequential pattern mining (Agrawal & Srikant,
-"Mining Sequential Patterns", ICDE 1995); restricting patterns to contiguous steps makes the
-count a single pass over each session's n-grams, linear in the number of actions.
-
-Success rate: the share of supporting sessions that succeeded. Sessions with no recorded
-outcome (shell histories have none) count as successful when ``unknown_as_success`` is true,
-the default: a routine that people keep repeating is evidence that it works; pass False to
-require explicit outcomes.
-
-Only *closed* patterns are kept: a pattern contained in a longer candidate with the same
-support is dropped (Yan, Han & Afshar, "CloSpan", SDM 2003), so ``a b c`` is reported once,
-not also as ``a b`` and ``b c``.
+Sessions are normalised (:func:`procmem.learning.normalize.normalize_action`) and every
+contiguous n-gram of ``min_length`` to ``max_length`` steps is counted once per session in a
+dictionary (linear in the total number of actions times ``max_length``, no pairwise scans).
+An n-gram is a workflow candidate when it occurs in at least ``min_support`` distinct sessions
+and the success rate ``successes / (successes + failures)`` of those sessions is at least
+``min_success_rate``. Sessions with no recorded outcome (shell histories have none) count as
+successes when ``unknown_as_success`` is true, the default: a routine people keep repeating is
+evidence that it works; pass False to count them towards support only. ``min_support`` already
+guards against rates drawn from one or two sessions. An n-gram made of a single repeated action
+(``ls ls ls``) is repetition, not a workflow, and is skipped. Only maximal patterns are kept: a pattern is dropped when
+a longer kept pattern contains it and has the same support (the closed-pattern rule of
+frequent sequence mining; Yan, Han & Afshar, CloSpan, SDM 2003).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from procmem.errors import ConfigurationError
-from procmem.learning.normalize import collapse_whitespace, normalize_action
+from procmem.errors import ConfigurationError, InvalidSessionError
+from procmem.learning.normalize import normalize_action
 from procmem.types import SessionRecord
 
-__all__ = ["WorkflowCandidate", "mine_workflows"]
+__all__ = ["WorkflowCandidate", "mine_workflows", "workflow_key"]
+
+
+def workflow_key(steps: Sequence[str]) -> str:
+    """Return the stable key of a workflow: 16 hex digits of the BLAKE2b hash of its steps."""
+    h = hashlib.blake2b("\x1f".join(steps).encode("utf-8"), digest_size=8)
+    return h.hexdigest()
 
 
 class WorkflowCandidate(BaseModel):
-    """A mined workflow: a recurring sequence of normalised steps.
+    """A mined workflow: a recurring contiguous sequence of normalised steps.
 
     Attributes:
-        steps: The normalised steps (templates, e.g. ``"git commit -m <STR>"``).
-        examples: A concrete instance of each step, from the latest supporting session.
-        support: Number of distinct sessions containing the sequence.
-        successes: Supporting sessions that succeeded (or had no outcome, see module doc).
-        failures: Supporting sessions that failed.
-        success_rate: ``successes / support`` in [0, 1].
-        key: Stable 16-hex-digit key of the steps, so a caller can update the same stored
-            workflow on later runs.
+        key: Stable identifier (hash of ``steps``); the same steps always give the same key.
+        steps: The normalised step templates, e.g. ``["git add <PATH>", "git commit"]``.
+        examples: The concrete steps of the first session where the pattern was seen.
+        support: Number of distinct sessions containing the pattern.
+        successes: Of those, sessions that succeeded.
+        failures: Of those, sessions that failed.
+        success_rate: ``successes / (successes + failures)`` in [0, 1] (0 with no outcome).
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid")
 
-    steps: tuple[str, ...]
-    examples: tuple[str, ...]
-    support: int = Field(ge=1)
-    successes: int = Field(ge=0)
-    failures: int = Field(ge=0)
-    success_rate: float = Field(ge=0.0, le=1.0)
     key: str
+    steps: list[str] = Field(min_length=1)
+    examples: list[str] = Field(default_factory=list)
+    support: int = Field(ge=0)
+    successes: int = Field(default=0, ge=0)
+    failures: int = Field(default=0, ge=0)
+    success_rate: float = Field(ge=0.0, le=1.0)
 
 
-def workflow_key(steps: Iterable[str]) -> str:
-    """Return the stable key of a sequence of normalised steps."""
-    return hashlib.blake2b("\x1f".join(steps).encode("utf-8"), digest_size=8).hexdigest()
+def _session_parts(s: Any, i: int) -> tuple[list[str], bool | None]:
+    if isinstance(s, SessionRecord):
+        return s.actions, s.succeeded
+    if isinstance(s, dict):
+        actions = s.get("actions")
+        outcome = s.get("outcome")
+    elif isinstance(s, Sequence) and not isinstance(s, str):
+        actions, outcome = list(s), None
+    else:
+        raise InvalidSessionError(f"sessions[{i}] must be a SessionRecord, dict or list of actions,"
+                                  f" got {type(s).__name__}", field=f"sessions[{i}]", value=s)
+    if not isinstance(actions, (list, tuple)) or not actions:
+        raise InvalidSessionError(f"sessions[{i}].actions must be a non-empty list, got {actions!r}",
+                                  field=f"sessions[{i}].actions", value=actions)
+    for j, a in enumerate(actions):
+        if not isinstance(a, str) or not a.strip():
+            raise InvalidSessionError(f"sessions[{i}].actions[{j}] must be a non-blank string, got {a!r}",
+                                      field=f"sessions[{i}].actions[{j}]", value=a)
+    if isinstance(outcome, bool) or outcome is None:
+        flag = outcome
+    elif isinstance(outcome, str) and outcome.lower() in {"success", "ok"}:
+        flag = True
+    elif isinstance(outcome, str) and outcome.lower() in {"failure", "failed", "fail", "error"}:
+        flag = False
+    else:
+        raise InvalidSessionError(f"sessions[{i}].outcome must be 'success', 'failure', a bool or "
+                                  f"None, got {outcome!r}", field=f"sessions[{i}].outcome", value=outcome)
+    return list(actions), flag
 
 
 def mine_workflows(
-    sessions: Iterable[SessionRecord],
+    sessions: Iterable[SessionRecord | dict[str, Any] | Sequence[str]],
     *,
     min_support: int = 3,
     min_success_rate: float = 0.7,
@@ -71,74 +99,81 @@ def mine_workflows(
     unknown_as_success: bool = True,
     limit: int | None = None,
 ) -> list[WorkflowCandidate]:
-    """Find contiguous step sequences that recur across sessions and succeed.
+    """Mine recurring successful workflows from sessions.
 
     Args:
-        sessions: Sessions of actions, with outcomes where known.
-        min_support: Fewest distinct sessions a sequence must occur in.
-        min_success_rate: Lowest success rate in [0, 1] to report (0 reports all).
-        min_length: Fewest steps.
-        max_length: Most steps.
-        unknown_as_success: Count sessions without an outcome as successful.
-        limit: Return at most this many, the most useful first (support × steps).
+        sessions: Session records, dicts with ``actions`` and ``outcome``, or plain lists of
+            actions (unknown outcome).
+        min_support: Minimum number of distinct sessions containing the pattern (>= 1).
+        min_success_rate: Minimum success rate in [0, 1].
+        min_length: Shortest pattern, in steps (>= 1).
+        max_length: Longest pattern, in steps (>= min_length).
+        unknown_as_success: Count sessions without an outcome as successes.
+        limit: Return at most this many (None: all).
 
     Returns:
-        Closed candidates, sorted by support × (steps − 1), then by steps, descending.
+        Maximal candidates, by support (desc), then length (desc), then steps.
 
     Raises:
         ConfigurationError: An option is out of range.
+        InvalidSessionError: A session is malformed (names the index and field).
     """
     if not isinstance(min_support, int) or min_support < 1:
         raise ConfigurationError(f"min_support must be an int >= 1, got {min_support!r}")
-    if not 0.0 <= float(min_success_rate) <= 1.0:
+    if not 0.0 <= min_success_rate <= 1.0:
         raise ConfigurationError(f"min_success_rate must be in [0, 1], got {min_success_rate!r}")
-    if not (isinstance(min_length, int) and isinstance(max_length, int) and 2 <= min_length <= max_length):
-        raise ConfigurationError(f"need 2 <= min_length <= max_length, got {min_length!r}, {max_length!r}")
-
-    support: dict[tuple[str, ...], int] = defaultdict(int)
-    good: dict[tuple[str, ...], int] = defaultdict(int)
-    bad: dict[tuple[str, ...], int] = defaultdict(int)
-    example: dict[tuple[str, ...], tuple[str, ...]] = {}
-    for session in sessions:
-        concrete = [collapse_whitespace(a) for a in session.actions]
-        templates = [normalize_action(a).template for a in concrete]
-        flag = session.succeeded
-        ok = flag is True or (flag is None and unknown_as_success)
+    if not isinstance(min_length, int) or min_length < 1:
+        raise ConfigurationError(f"min_length must be an int >= 1, got {min_length!r}")
+    if not isinstance(max_length, int) or max_length < min_length:
+        raise ConfigurationError(f"max_length must be an int >= min_length, got {max_length!r}")
+    # pattern -> [support, successes, failures]; pattern -> first concrete example.
+    counts: dict[tuple[str, ...], list[int]] = {}
+    examples: dict[tuple[str, ...], list[str]] = {}
+    for i, s in enumerate(sessions):
+        actions, flag = _session_parts(s, i)
+        tpl = [normalize_action(a).template for a in actions]
         seen: set[tuple[str, ...]] = set()
-        n = len(templates)
-        for i in range(n):
-            for length in range(min_length, min(max_length, n - i) + 1):
-                gram = tuple(templates[i:i + length])
-                if gram in seen:
+        n = len(tpl)
+        for length in range(min_length, min(max_length, n) + 1):
+            for start in range(n - length + 1):
+                g = tuple(tpl[start:start + length])
+                if g in seen:
                     continue
-                seen.add(gram)
-                example[gram] = tuple(concrete[i:i + length])
-        for gram in seen:
-            if len(set(gram)) < 2:  # "ls ls ls" is repetition, not a workflow
-                continue
-            support[gram] += 1
-            if ok:
-                good[gram] += 1
-            elif flag is False:
-                bad[gram] += 1
+                seen.add(g)
+                if len(g) > 1 and len(set(g)) == 1:
+                    continue
+                c = counts.get(g)
+                if c is None:
+                    c = counts[g] = [0, 0, 0]
+                    examples[g] = [" ".join(a.split()) for a in actions[start:start + length]]
+                c[0] += 1
+                if flag is True or (flag is None and unknown_as_success):
+                    c[1] += 1
+                elif flag is False:
+                    c[2] += 1
+    kept: dict[tuple[str, ...], list[int]] = {}
+    for g, (sup, s, f) in counts.items():
+        if sup >= min_support and _rate(s, f) >= min_success_rate:
+            kept[g] = [sup, s, f]
+    # Drop patterns subsumed by a longer kept pattern with the same support: it suffices to
+    # check the two (length - 1)-grams of each kept pattern (prefix and suffix), whose support
+    # is at least the pattern's; by induction this removes every non-maximal pattern.
+    drop: set[tuple[str, ...]] = set()
+    for g, (sup, _, _) in kept.items():
+        if len(g) > min_length:
+            for sub in (g[:-1], g[1:]):
+                k = kept.get(sub)
+                if k is not None and k[0] == sup:
+                    drop.add(sub)
+    out = [
+        WorkflowCandidate(key=workflow_key(g), steps=list(g), examples=examples[g], support=sup,
+                          successes=s, failures=f, success_rate=_rate(s, f))
+        for g, (sup, s, f) in kept.items() if g not in drop
+    ]
+    out.sort(key=lambda w: (-w.support, -len(w.steps), w.steps))
+    return out if limit is None else out[:limit]
 
-    frequent = {g: s for g, s in support.items() if s >= min_support}
-    # Closed patterns: a gram whose one-step extension (either side) has the same support is
-    # not closed; checking one-step extensions suffices since support only falls as grams grow.
-    not_closed: set[tuple[str, ...]] = set()
-    for gram, sup in frequent.items():
-        if len(gram) > min_length:
-            for sub in (gram[:-1], gram[1:]):
-                if frequent.get(sub) == sup:
-                    not_closed.add(sub)
-    closed = [g for g in frequent if g not in not_closed]
-    out = []
-    for gram in closed:
-        sup = frequent[gram]
-        rate = good[gram] / sup
-        if rate < min_success_rate:
-            continue
-        out.append(WorkflowCandidate(steps=gram, examples=example[gram], support=sup, successes=good[gram],
-                                     failures=bad[gram], success_rate=rate, key=workflow_key(gram)))
-    out.sort(key=lambda c: (-(c.support * (len(c.steps) - 1)), -len(c.steps), c.steps))
-    return out[:limit] if limit is not None else out
+
+def _rate(successes: int, failures: int) -> float:
+    known = successes + failures
+    return successes / known if known else 0.0

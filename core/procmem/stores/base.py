@@ -57,22 +57,29 @@ class ProcedureStore(ABC):
         embeddings: np.ndarray | None = None,
         *,
         note: str = "",
+        replace_counters: bool = False,
     ) -> list[Procedure]:
         """Insert or update procedures in one transaction.
 
         A procedure whose id exists becomes a new version (its version number is the stored
-        one plus one) and the previous version is kept; a new id starts at version 1.
+        one plus one) and the previous version is kept; a new id starts at version 1. Counters
+        (``stats``, ``access_count``, ``last_accessed``) of an existing procedure are kept from
+        the stored row, read inside the transaction, so a concurrent ``record_outcome`` is never
+        overwritten; ``replace_counters=True`` writes the caller's (used when merging).
 
         Args:
             procedures: The records to write.
             embeddings: ``(n, dim)`` float32 unit vectors, one per procedure, or None to keep
                 the stored vectors (updates) / store none (inserts).
             note: Why the versions were written (``"created"``, ``"updated"``...).
+            replace_counters: Write the given counters instead of keeping the stored ones.
 
         Returns:
             The records as stored, with their version numbers.
 
         Raises:
+            InvalidProcedureError: An id already belongs to another namespace (ids are global;
+                one namespace can never overwrite another's procedure).
             EmbeddingDimensionError: The vectors have the wrong shape.
             StorageError: The write failed; nothing was written.
         """
@@ -277,10 +284,15 @@ class ProcedureStore(ABC):
         return await loop.run_in_executor(None, functools.partial(fn, *args, **kwargs))
 
     async def aput(
-        self, procedures: Sequence[Procedure], embeddings: np.ndarray | None = None, *, note: str = ""
+        self,
+        procedures: Sequence[Procedure],
+        embeddings: np.ndarray | None = None,
+        *,
+        note: str = "",
+        replace_counters: bool = False,
     ) -> list[Procedure]:
         """Async twin of :meth:`put`."""
-        return await self._run(self.put, procedures, embeddings, note=note)
+        return await self._run(self.put, procedures, embeddings, note=note, replace_counters=replace_counters)
 
     async def aget(self, procedure_id: str) -> Procedure:
         """Async twin of :meth:`get`."""

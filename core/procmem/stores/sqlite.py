@@ -27,9 +27,11 @@ from procmem.errors import (
     ConfigurationError,
     CorruptStoreError,
     EmbeddingDimensionError,
+    InvalidProcedureError,
     ProcedureNotFoundError,
     SchemaVersionError,
     StorageError,
+    ValidationError,
 )
 from procmem.stores._vectors import VectorIndex
 from procmem.stores.base import ProcedureStore
@@ -172,7 +174,8 @@ class SQLiteStore(ProcedureStore):
             app_id = self._pragma("application_id")
             version = self._pragma("user_version")
             tables = self._conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
-        except sqlite3.DatabaseError as exc:
+            self._conn.execute("SELECT name, sql FROM sqlite_master").fetchall()
+        except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:
             raise CorruptStoreError(
                 f"{self.path!r} is not a readable SQLite database ({exc}); it was left untouched"
             ) from exc
@@ -237,6 +240,10 @@ class SQLiteStore(ProcedureStore):
         with self._lock:
             try:
                 return self._conn.execute(sql, params).fetchall()
+            except OverflowError as exc:
+                raise ValidationError(f"a value is outside SQLite's integer range: {exc}") from exc
+            except UnicodeDecodeError as exc:
+                raise CorruptStoreError(f"{self.path!r} holds text that is not UTF-8: {exc}") from exc
             except sqlite3.DatabaseError as exc:
                 raise StorageError(f"read failed on {self.path!r}: {exc}") from exc
 
@@ -348,7 +355,12 @@ class SQLiteStore(ProcedureStore):
         )
 
     def put(
-        self, procedures: Sequence[Procedure], embeddings: np.ndarray | None = None, *, note: str = ""
+        self,
+        procedures: Sequence[Procedure],
+        embeddings: np.ndarray | None = None,
+        *,
+        note: str = "",
+        replace_counters: bool = False,
     ) -> list[Procedure]:
         """Insert or update procedures in one transaction; see :meth:`ProcedureStore.put`."""
         procedures = list(procedures)
@@ -361,8 +373,15 @@ class SQLiteStore(ProcedureStore):
             now = utcnow()
             for i, proc in enumerate(procedures):
                 old = cur.execute(
-                    "SELECT rowid, version, created_at FROM procedures WHERE id = ?", (proc.id,)
+                    "SELECT rowid, version, created_at, namespace, record FROM procedures WHERE id = ?", (proc.id,)
                 ).fetchone()
+                if old is not None and old["namespace"] != proc.namespace:
+                    raise InvalidProcedureError(
+                        f"procedure id {proc.id!r} already belongs to namespace {old['namespace']!r}; "
+                        f"a write from namespace {proc.namespace!r} cannot replace it",
+                        field="id",
+                        value=proc.id,
+                    )
                 if old is None:
                     rec = proc.model_copy(update={"version": 1, "updated_at": now})
                     rec = Procedure.model_validate(rec.model_dump())
@@ -385,13 +404,21 @@ class SQLiteStore(ProcedureStore):
                     version_note = note or "created"
                 else:
                     rowid = old["rowid"]
-                    rec = proc.model_copy(
-                        update={
-                            "version": old["version"] + 1,
-                            "updated_at": now,
-                            "created_at": datetime.fromisoformat(old["created_at"]),
-                        }
-                    )
+                    update: dict[str, Any] = {
+                        "version": old["version"] + 1,
+                        "updated_at": now,
+                        "created_at": datetime.fromisoformat(old["created_at"]),
+                    }
+                    if not replace_counters:
+                        # Counters are bookkeeping, not content: take them from the row as it is
+                        # inside this transaction, so an outcome recorded meanwhile is not lost.
+                        stored_rec = Procedure.model_validate_json(old["record"])
+                        update.update(
+                            stats=stored_rec.stats,
+                            access_count=stored_rec.access_count,
+                            last_accessed=stored_rec.last_accessed,
+                        )
+                    rec = proc.model_copy(update=update)
                     rec = Procedure.model_validate(rec.model_dump())
                     if vecs is None:
                         cur.execute(
