@@ -1,6 +1,6 @@
 """Learning from sessions: action normalisation and workflow mining."""
 
-from procmem.learning.mining import WorkflowCandidate, mine_workflows
+from procmem.learning.mining import WorkflowCandidate, mine_workflows, workflow_key
 from procmem.learning.normalize import (
     PLACEHOLDERS,
     NormalizedAction,
@@ -23,4 +23,5 @@ __all__ = [
     "normalize_action",
     "placeholders_of",
     "program",
+    "workflow_key",
 ]

@@ -22,6 +22,7 @@ Placeholders, in the order they are tried:
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import NamedTuple
@@ -169,15 +170,24 @@ def extract_task_values(task: str | None) -> dict[str, list[str]]:
     """Find values in task text that can fill placeholders, in order of appearance.
 
     Quoted strings (``'final_report.pdf'``) come first, typed by their contents; then
-    unquoted URLs, IPs, paths, file names and numbers.
+    unquoted URLs, IPs, paths, file names and numbers. Results are cached per text.
 
     Args:
         task: The task or instruction text, or None.
 
     Returns:
-        Placeholder → values in order of appearance, without duplicates. Quoted values are
-        also listed under ``"<STR>"`` whatever their finer type.
+        Placeholder → values in order of appearance, without duplicates (a fresh copy the
+        caller may change). Quoted values are also listed under ``"<STR>"`` whatever their
+        finer type.
     """
+    if not task:
+        return {}
+    return {k: list(v) for k, v in _task_values(task).items()}
+
+
+@functools.lru_cache(maxsize=4096)
+def _task_values(task: str) -> dict[str, list[str]]:
+    """Uncached :func:`extract_task_values` for a non-empty text."""
     found: dict[str, list[str]] = {}
     if not task:
         return found

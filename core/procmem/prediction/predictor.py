@@ -104,6 +104,12 @@ class NextActionPredictor:
         template_order: Longest context of the template model (>= 1).
         learning_rate: Step size of the online ranker (> 0).
         calibration_bins: Histogram bins of the online confidence calibration (>= 2).
+        top_frequent: How many of the most frequent actions are always candidates.
+        log_features: Score probabilities on a log scale (a product of experts) rather than
+            linearly.
+        window: Actions after an action that count as its "triggers" (skip-gram model).
+        embed_actions: Also embed an action never seen before to borrow the continuations of
+            the nearest known action (costs one embedding per new action).
         online: When False the ranker keeps its initial weights and calibration is not
             updated; learning is then pure counting (fastest bulk replay).
 
@@ -126,12 +132,13 @@ class NextActionPredictor:
         similarity_threshold: float = 0.7,
         task_neighbours: int = 8,
         template_order: int = 3,
-        learning_rate: float = 0.1,
+        learning_rate: float = 0.05,
         calibration_bins: int = 20,
         online: bool = True,
         top_frequent: int = 20,
         log_features: bool = True,
         window: int = 5,
+        embed_actions: bool = False,
     ) -> None:
         if not isinstance(max_order, int) or max_order < 1:
             raise ConfigurationError(f"max_order must be an int >= 1, got {max_order!r}")
@@ -157,6 +164,7 @@ class NextActionPredictor:
         self.online = online
         self.top_frequent = top_frequent
         self.window = window
+        self.embed_actions = embed_actions
 
         k = max_order
         # Concrete context model: order -> context tuple -> {action: count}; and last follower.
@@ -195,8 +203,9 @@ class NextActionPredictor:
         self._names = self._feature_names()
         self._logidx = [j for j, nm in enumerate(self._names) if log_features and (
             nm.startswith(("order", "template")) or nm in (
-                "fill", "program", "program2", "trigger", "task_next", "task_any", "similar_action"))]
+                "ppm", "fill", "program", "program2", "trigger", "task_next", "task_any", "similar_action"))]
         self._w = self._initial_weights()
+        self._g2 = [0.0] * len(self._w)
         self._cal = [[0, 0] for _ in range(calibration_bins)]
         self._cache: tuple[Any, list[str], list[list[float]], list[str]] | None = None
         self._live: dict[str, _Live] = {}
@@ -212,7 +221,7 @@ class NextActionPredictor:
         names = [f"order{i}" for i in range(k + 1)] + [f"last{i}" for i in range(1, k + 1)]
         names += [f"template{i}" for i in range(1, self.template_order + 1)]
         names += ["fill", "program", "program2", "trigger", "repeat1", "recent", "in_session", "task_next",
-                  "task_any", "similar_action", "success"]
+                  "task_any", "similar_action", "success", "ppm"]
         return names
 
     def _initial_weights(self) -> list[float]:
@@ -227,7 +236,7 @@ class NextActionPredictor:
             else:
                 w.append({"fill": 1.0, "program": 1.0, "program2": 1.0, "trigger": 1.0, "repeat1": 0.0, "recent": 0.5,
                           "in_session": 0.5, "task_next": 2.0, "task_any": 1.0,
-                          "similar_action": 1.0, "success": 0.0}[name])
+                          "similar_action": 1.0, "success": 0.0, "ppm": 3.0}[name])
         return w
 
     # ----------------------------------------------------------------------------- learning
@@ -483,7 +492,7 @@ class NextActionPredictor:
                 o = self._outcomes[t] = [0, 0, 0]
             o[idx] += 1
         if flag is not None:
-            for pair in set(zip(th, th[1:])):
+            for pair in set(zip(th, th[1:], strict=False)):
                 self._edges[pair][idx] += 1
             seen: set[tuple[str, ...]] = set()
             for n in range(2, self.max_order + 1):
@@ -574,7 +583,7 @@ class NextActionPredictor:
         pieces = _split_template(tpl)
         for vals, p in partial:
             s = pieces[0]
-            for v, piece in zip(vals, pieces[1:]):
+            for v, piece in zip(vals, pieces[1:], strict=False):
                 s += v + piece
             out.append((s, p))
         return out
@@ -610,7 +619,11 @@ class NextActionPredictor:
             return None
         if self._known_matrix is None:
             self._known_actions = list(known)
-            self._known_matrix = np.stack([self._embed_action(x) for x in self._known_actions])
+            missing = [x for x in self._known_actions if x not in self._action_cache]
+            if missing:
+                for x, v in zip(missing, self.embedder.embed_documents(missing), strict=False):
+                    self._action_cache[x] = np.asarray(v, dtype=np.float32)
+            self._known_matrix = np.stack([self._action_cache[x] for x in self._known_actions])
         q = self._embed_action(a)
         sims = self._known_matrix @ q
         i = int(np.argmax(sims))
@@ -642,6 +655,7 @@ class NextActionPredictor:
         i_prog, i_prog2, i_trig = i_fill + 1, i_fill + 2, i_fill + 3
         i_rep1, i_recent, i_in = i_fill + 4, i_fill + 5, i_fill + 6
         i_tnext, i_tany, i_sim, i_succ = i_fill + 7, i_fill + 8, i_fill + 9, i_fill + 10
+        i_ppm = i_fill + 11
 
         def vec(a: str) -> list[float]:
             v = feats.get(a)
@@ -651,6 +665,8 @@ class NextActionPredictor:
 
         # Concrete context model, orders max..1 then 0 (top few only).
         longest = 0
+        ppm: dict[str, float] = {}
+        escape = 1.0
         for k in range(min(k_max, n), 0, -1):
             ctx = tuple(hist[n - k:])
             d = self._next[k].get(ctx)
@@ -659,9 +675,22 @@ class NextActionPredictor:
             if not longest:
                 longest = k
             tot = self._total[k][ctx] + 1.0
+            rest_tot = 0
+            rest_q = 0
             for a, c in d.items():
                 vec(a)[k] = c / tot
+                if a not in ppm:
+                    rest_tot += c
+                    rest_q += 1
+            if rest_q:
+                z = escape / (rest_tot + rest_q)
+                for a, c in d.items():
+                    if a not in ppm:
+                        ppm[a] = c * z
+                escape *= rest_q / (rest_tot + rest_q)
             vec(self._last[k][ctx])[i_last + k - 1] = 1.0
+        for a, q in ppm.items():
+            feats[a][i_ppm] = q
         zero = self._next[0].get(())
         if zero:
             tot0 = self._total[0][()] + 1.0
@@ -746,7 +775,7 @@ class NextActionPredictor:
                         v[i_tnext] = max(v[i_tnext], tv[0] * fp)
                         v[i_tany] = max(v[i_tany], tv[1] * fp)
         # Similar known action for an unseen last action.
-        if n and longest == 0 and self.embedder is not None:
+        if n and longest == 0 and self.embedder is not None and self.embed_actions:
             near = self._similar_action(hist[-1])
             if near is not None:
                 d = self._next[1].get((near[0],), {})
@@ -813,7 +842,7 @@ class NextActionPredictor:
 
     def _scores(self, rows: list[list[float]]) -> list[float]:
         w = self._w
-        return [sum(wi * xi for wi, xi in zip(w, x) if xi) for x in rows]
+        return [sum(wi * xi for wi, xi in zip(w, x, strict=False) if xi) for x in rows]
 
     @staticmethod
     def _softmax(scores: list[float]) -> list[float]:
@@ -841,14 +870,16 @@ class NextActionPredictor:
         lr = self.learning_rate
         w = self._w
         grad = list(rows[t])
-        for p, x in zip(probs, rows):
+        for p, x in zip(probs, rows, strict=False):
             if p > 1e-6:
                 for j, xj in enumerate(x):
                     if xj:
                         grad[j] -= p * xj
+        acc = self._g2
         for j, g in enumerate(grad):
             if g:
-                w[j] += lr * g
+                acc[j] += g * g
+                w[j] += lr * g / math.sqrt(acc[j] + 1.0)
 
     def _calibrate(self, p: float) -> float:
         b = min(int(p * self.calibration_bins), self.calibration_bins - 1)
@@ -858,7 +889,8 @@ class NextActionPredictor:
 
     # ---------------------------------------------------------------------------- predict
 
-    def _ranked(self, context: Sequence[str], task: str | None) -> tuple[list[str], list[float], list[list[float]], list[str]]:
+    def _ranked(self, context: Sequence[str], task: str | None,
+                ) -> tuple[list[str], list[float], list[list[float]], list[str]]:
         hist = [_check_action(a, f"context[{i}]") for i, a in enumerate(context)]
         cands, rows, tpls = self._candidates(hist, task, None)
         key = (len(hist), tuple(hist[-self.max_order - 1:]), task)
@@ -957,8 +989,12 @@ class NextActionPredictor:
             return f"similar action to '{hist[-1]}' (cosine >= {self.similarity_threshold}){rate}"
         if name in ("repeat1", "recent", "in_session"):
             return "repeats a recent action of this session"
-        if name == "program":
-            return f"program '{program(hist[-1])}' is usually followed by this program"
+        if name in ("program", "program2"):
+            if not hist:
+                return f"sessions usually start with this program{rate}"
+            return f"program '{program(hist[-1])}' is usually followed by this program{rate}"
+        if name == "trigger":
+            return f"usually comes within {self.window} steps after the recent actions{rate}"
         return f"past success of this step{rate}"
 
     def _suggest(self, hist: list[str], task: str | None, n: int = 2) -> list[str]:
@@ -1056,7 +1092,7 @@ class NextActionPredictor:
                             for d in self._tnext[k].values()),
             "edges": len(self._edges),
             "open_sessions": len(self._live),
-            "weights": dict(zip(self._names, (round(w, 4) for w in self._w))),
+            "weights": dict(zip(self._names, (round(w, 4) for w in self._w), strict=False)),
         }
 
 
