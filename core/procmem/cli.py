@@ -298,7 +298,8 @@ def eval_next_action(
         except (ProcMemError, OSError) as exc:
             _fail(str(exc))
     table = Table(title=f"{data.name}: {report.sessions} sessions, {report.targets} targets, scope {scope}")
-    for col in ("model", "top-1", "top-3", "MRR@10", "program top-1", "program top-3", "ECE", "p50 ms", "p99 ms"):
+    table.add_column("model", no_wrap=True, min_width=9)
+    for col in ("top-1", "top-3", "MRR@10", "prog. top-1", "prog. top-3", "ECE", "p50 ms", "p99 ms"):
         table.add_column(col, justify="right")
     for m in report.models:
         table.add_row(m.name, f"{m.top1:.3f}", f"{m.top3:.3f}", f"{m.mrr10:.3f}", f"{m.program_top1:.3f}",

@@ -1,0 +1,121 @@
+"""The procmem CLI end to end, on real files (in-process through Typer's runner)."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+from typer.testing import CliRunner
+
+from procmem.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    monkeypatch.setenv("PROCMEM_DB", str(tmp_path / "cli.sqlite3"))
+    monkeypatch.setenv("PROCMEM_EMBEDDER", "hashing")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("HISTFILE", raising=False)
+    (tmp_path / "home").mkdir()
+    return tmp_path
+
+
+def _bash_history(path, sessions=4):
+    t = int(time.time()) - 100_000
+    lines = []
+    for s in range(sessions):
+        for cmd in ["cd ~/src/app", "git pull", "make build", "make test", f"git commit -m 'fix {s}'", "git push"]:
+            t += 30
+            lines += [f"#{t}", cmd]
+        t += 7200
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_learn_predict_workflows_patterns_stats_graph(env):
+    hist = env / "bash_history"
+    _bash_history(hist)
+    result = runner.invoke(app, ["learn", str(hist), "--format", "bash"])
+    assert result.exit_code == 0, result.output
+    assert "4 sessions (4 new)" in result.output
+    again = runner.invoke(app, ["learn", str(hist)])
+    assert "(0 new)" in again.output
+
+    pred = runner.invoke(app, ["predict", "git pull", "make build", "--json"])
+    assert pred.exit_code == 0, pred.output
+    preds = json.loads(pred.output)
+    assert preds[0]["action"] == "make test" and 0 < preds[0]["confidence"] <= 1 and preds[0]["reason"]
+
+    wf = runner.invoke(app, ["workflows"])
+    assert wf.exit_code == 0 and "git pull" in wf.output and "make test" in wf.output
+
+    pat = runner.invoke(app, ["patterns", "--min-count", "2"])
+    assert pat.exit_code == 0 and "make" in pat.output
+
+    st = runner.invoke(app, ["stats"])
+    assert st.exit_code == 0 and json.loads(st.output)["sessions"] == 4
+
+    for suffix in ("png", "svg", "dot", "mmd"):
+        out = env / f"graph.{suffix}"
+        g = runner.invoke(app, ["graph", "--output", str(out)])
+        assert g.exit_code == 0, g.output
+        assert out.stat().st_size > 100
+    assert (env / "graph.png").read_bytes()[:4] == b"\x89PNG"
+    assert (env / "graph.mmd").read_text().startswith("flowchart LR")
+    assert "digraph" in (env / "graph.dot").read_text()
+
+
+def test_learn_without_history_explains(env):
+    result = runner.invoke(app, ["learn"])
+    assert result.exit_code == 1
+    assert "no shell history found" in result.output
+
+
+def test_learn_default_history_via_histfile(env, monkeypatch):
+    hist = env / "my_history"
+    _bash_history(hist, sessions=2)
+    monkeypatch.setenv("HISTFILE", str(hist))
+    result = runner.invoke(app, ["learn"])
+    assert result.exit_code == 0, result.output
+    assert "2 sessions" in result.output
+    pred = runner.invoke(app, ["predict", "--json"])  # context = your latest commands
+    assert pred.exit_code == 0, pred.output
+
+
+def test_binary_history_is_refused_and_memory_untouched(env):
+    good = env / "good_history"
+    _bash_history(good, sessions=1)
+    assert runner.invoke(app, ["learn", str(good)]).exit_code == 0
+    binary = env / "binary_history"
+    binary.write_bytes(b"\x00\x01\x02ELF" * 500)
+    result = runner.invoke(app, ["learn", str(binary)])
+    assert result.exit_code == 1 and "binary" in result.output.lower()
+    st = runner.invoke(app, ["stats"])
+    assert json.loads(st.output)["sessions"] == 1
+
+
+def test_predict_before_learning_says_so(env):
+    result = runner.invoke(app, ["predict", "ls"])
+    assert result.exit_code == 1 and "procmem learn" in result.output
+
+
+def test_eval_next_action_writes_predictions(env):
+    data = env / "sessions.jsonl"
+    rows = [{"session_id": f"s{i}", "user_id": "u", "actions": ["a", "b", "c", "a", "b"]} for i in range(3)]
+    data.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    out = env / "pred.jsonl"
+    result = runner.invoke(app, ["eval", "next-action", str(data), "--scope", "user", "--output", str(out),
+                                 "--peers", "markov1,ppm5", "--embedder", "none"])
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert len(lines) == 15 and set(lines[0]) == {"session_id", "index", "predictions"}
+    assert "markov1" in result.output and "ppm5" in result.output
+
+
+def test_console_script_runs(env):
+    exe = os.path.join(os.path.dirname(sys.executable), "procmem")
+    out = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "learn" in out.stdout
