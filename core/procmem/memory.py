@@ -579,6 +579,7 @@ class ProceduralMemory:
         new = Procedure.model_validate(new.model_dump())
         self.store.put([new], self._embed([new]), note="consolidated", replace_counters=True)
         self.store.reassign_usages([o.id for o in others], keep.id)
+        self.retriever.invalidate()
         for o in others:
             self.store.delete(o.id)
 

@@ -13,12 +13,15 @@ their evidence into one score:
   - *dense kNN voting*: the ``neighbours`` most similar past requests (``store.usage_search``)
     vote for the procedure that served them with weight ``exp((cos - cos_max) / vote_temperature)``
     (a similarity-weighted k-nearest-neighbour rule, Dudani 1976); a failed use votes against,
-    with weight ``failure_penalty``;
+    with weight ``failure_penalty``. Each candidate's own description takes part in the
+    normaliser as one more example of it, so one distant past request cannot claim the vote;
   - *prototypes*: the cosine of ``q`` and the mean embedding of the successful past requests of
     each procedure (a nearest-centroid / prototype classifier; Snell et al., "Prototypical
-    Networks", NeurIPS 2017), softmax at ``prototype_temperature``;
+    Networks", NeurIPS 2017), softmax at ``prototype_temperature``; a procedure without past
+    requests competes with its description embedding;
   - *lexical kNN voting*: the same vote over the past requests ranked by BM25 on their words,
-    which catches the names, entities and phrasings a small sentence encoder blurs;
+    which catches the names, entities and phrasings a small sentence encoder blurs; a null mass
+    (``lexical_vote_prior``) in the normaliser keeps a few weak word matches from dominating;
 
 * a **prior**: the procedure's Laplace-smoothed success rate (reported outcomes and recorded
   usages), centred on 0.5.
@@ -58,32 +61,11 @@ from procmem.types import Procedure, SearchResult, Usage
 __all__ = ["HybridRetriever", "RetrievalConfig", "retrieval_text"]
 
 _WORD = re.compile(r"\w+", re.UNICODE)
-_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 
 
 def retrieval_text(procedure: Procedure) -> str:
-    """Render a procedure as the text to embed for dense retrieval.
-
-    Like :meth:`Procedure.text`, but the name is split on underscores and camelCase
-    (``"HouseRentingTool"`` → ``"House Renting Tool"``) and joined to the description with a
-    colon, which a sentence encoder reads as one sentence. On MetaTool this raises
-    all-MiniLM-L6-v2's hit@1 from 0.54 to 0.57 (``benchmarks/retrieval.py``).
-
-    Args:
-        procedure: The procedure.
-
-    Returns:
-        The text, one paragraph per part.
-    """
-    name = _CAMEL.sub(" ", procedure.name.replace("_", " "))
-    name = " ".join(name.split())
-    head = f"{name}: {procedure.description}" if procedure.description else name
-    parts = [head]
-    if procedure.triggers:
-        parts.append("When: " + "; ".join(procedure.triggers))
-    if procedure.steps:
-        parts.append("Steps: " + "; ".join(s.action for s in procedure.steps))
-    return "\n".join(parts)
+    """Return the text embedded for dense retrieval: :meth:`Procedure.text`."""
+    return procedure.text()
 
 
 class RetrievalConfig(BaseModel):
@@ -123,7 +105,7 @@ class RetrievalConfig(BaseModel):
     description_weight: float = Field(default=0.25, ge=0.0, allow_inf_nan=False)
     vote_weight: float = Field(default=1.0, ge=0.0, allow_inf_nan=False)
     prototype_weight: float = Field(default=1.0, ge=0.0, allow_inf_nan=False)
-    lexical_vote_weight: float = Field(default=0.5, ge=0.0, allow_inf_nan=False)
+    lexical_vote_weight: float = Field(default=1.0, ge=0.0, allow_inf_nan=False)
     prior_weight: float = Field(default=0.02, ge=0.0, allow_inf_nan=False)
     lexical_share: float = Field(default=0.1, ge=0.0, allow_inf_nan=False)
     description_temperature: float = Field(default=0.05, gt=0.0, allow_inf_nan=False)
@@ -131,7 +113,7 @@ class RetrievalConfig(BaseModel):
     vote_temperature: float = Field(default=0.05, gt=0.0, allow_inf_nan=False)
     lexical_vote_temperature: float = Field(default=0.1, gt=0.0, allow_inf_nan=False)
     failure_penalty: float = Field(default=1.0, ge=0.0, allow_inf_nan=False)
-    lexical_vote_prior: float = Field(default=1.0, ge=0.0, allow_inf_nan=False)
+    lexical_vote_prior: float = Field(default=0.25, ge=0.0, allow_inf_nan=False)
     bm25_k1: float = Field(default=1.2, ge=0.0, allow_inf_nan=False)
     bm25_b: float = Field(default=0.75, ge=0.0, le=1.0, allow_inf_nan=False)
     use_experience_index: bool = True
@@ -547,9 +529,8 @@ class HybridRetriever:
                 return []
         missing = [c for c in cand if c not in dense]
         if missing:
-            vecs = self.store.get_embeddings(missing)
-            for c, v in zip(missing, vecs, strict=True):
-                dense[c] = float(v @ qv) if np.any(v) else 0.0
+            sims = np.asarray(self.store.get_embeddings(missing), dtype=np.float32) @ qv
+            dense.update(zip(missing, sims.tolist(), strict=True))  # a missing vector is a zero row: 0
         cos = np.array([dense[c] for c in cand], dtype=np.float64)
         bm = np.array([lexical.get(c, 0.0) for c in cand], dtype=np.float64)
         bm_norm = bm / bm.max() if bm.size and bm.max() > 0 else bm
@@ -568,7 +549,7 @@ class HybridRetriever:
         has_experience = bool(vote or lex_vote or proto)
 
         # Re-rank the head with the success-rate prior (needs the records), then cut to k.
-        head_n = min(len(cand), max(2 * k, k + 10))
+        head_n = min(len(cand), k + 5)
         order = np.argsort(-fused, kind="stable")[:head_n]
         head = [cand[i] for i in order]
         need = [c for c in head if c not in records]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import uuid
 from datetime import datetime, timezone
 from enum import Enum
@@ -30,6 +31,9 @@ __all__ = [
     "Usage",
     "utcnow",
 ]
+
+
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 
 
 def utcnow() -> datetime:
@@ -259,10 +263,15 @@ class Procedure(_Record):
         )
 
     def text(self) -> str:
-        """Render the procedure as the text that is embedded and indexed for search."""
-        parts = [self.name.replace("_", " ")]
-        if self.description:
-            parts.append(self.description)
+        """Render the procedure as the text that is embedded for dense search.
+
+        The name is split on underscores and camelCase (``"HouseRentingTool"`` → ``"House
+        Renting Tool"``) and joined to the description with a colon, which a sentence encoder
+        reads as one sentence (+3 points hit@1 for all-MiniLM-L6-v2 on MetaTool, see
+        ``benchmarks/retrieval.py``); triggers and steps follow.
+        """
+        name = " ".join(_CAMEL.sub(" ", self.name.replace("_", " ")).split())
+        parts = [f"{name}: {self.description}" if self.description else name]
         if self.triggers:
             parts.append("When: " + "; ".join(self.triggers))
         if self.steps:
