@@ -129,7 +129,7 @@ def _print_predictions(preds: list[Any], context: list[str]) -> None:
     table.add_column("reason")
     table.add_column("then")
     for i, p in enumerate(preds, 1):
-        table.add_row(str(i), p.action, f"{p.confidence:.0%}", p.reason, ", ".join(p.suggestions[:2]))
+        table.add_row(str(i), p.action, f"{p.confidence:.1%}", p.reason, ", ".join(p.suggestions[:2]))
     console.print(table)
 
 
