@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
-from pydantic import ValidationError as PydanticValidationError
 
 from procmem.errors import ConfigurationError, ImportFormatError
 from procmem.learning.normalize import collapse_whitespace, program
@@ -121,52 +120,12 @@ def load_sessions_jsonl(path: str | Path) -> list[SessionRecord]:
         ImportFormatError: The file is missing or a line is not a valid session; the message
             names the file and the line number.
     """
-    p = Path(path)
-    if not p.is_file():
-        raise ImportFormatError(f"sessions file {str(p)!r} does not exist", field="path", value=str(p))
-    out: list[SessionRecord] = []
-    with p.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            where = f"{p}:{lineno}"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ImportFormatError(f"{where}: not valid JSON ({exc.msg})", field="line",
-                                        value=lineno) from exc
-            if not isinstance(obj, dict):
-                raise ImportFormatError(f"{where}: expected a JSON object, got {type(obj).__name__}",
-                                        field="line", value=lineno)
-            instructions = obj.get("instructions")
-            task = obj.get("task")
-            if instructions is not None:
-                if isinstance(instructions, str):
-                    instructions = [instructions]
-                if not isinstance(instructions, list) or not all(isinstance(t, str) for t in instructions):
-                    raise ImportFormatError(f"{where}: 'instructions' must be a list of strings",
-                                            field="instructions", value=lineno)
-                task = " ".join(t.strip() for t in instructions if t.strip()) or None
-            data = {
-                "actions": obj.get("actions"),
-                "outcome": obj.get("outcome"),
-                "task": task,
-                "user_id": None if obj.get("user_id") is None else str(obj["user_id"]),
-                "group": None if obj.get("group") is None else str(obj["group"]),
-                "timestamps": obj.get("timestamps"),
-            }
-            if obj.get("session_id") is not None:
-                data["session_id"] = str(obj["session_id"])
-            if data["actions"] is None:
-                raise ImportFormatError(f"{where}: missing field 'actions'", field="actions", value=lineno)
-            try:
-                out.append(SessionRecord(**data))
-            except PydanticValidationError as exc:
-                err = exc.errors()[0]
-                field = ".".join(str(x) for x in err.get("loc", ())) or "session"
-                raise ImportFormatError(f"{where}: invalid field {field!r}: {err.get('msg')}",
-                                        field=field, value=lineno) from exc
-    return out
+    from procmem.io import read_sessions_jsonl
+
+    try:
+        return list(read_sessions_jsonl(path))
+    except OSError as exc:
+        raise ImportFormatError(f"cannot read {str(path)!r}: {exc}", field="path", value=str(path)) from exc
 
 
 def _scope_key(s: SessionRecord, scope: str) -> str:

@@ -30,7 +30,7 @@ def test_load_sessions_jsonl_reads_the_shared_format(tmp_path):
 
 @pytest.mark.parametrize(
     ("line", "match"),
-    [("{not json", "not valid JSON"), ('["x"]', "JSON object"),
+    [("{not json", "malformed JSON"), ('["x"]', "JSON object"),
      ('{"session_id": "a"}', "actions"), ('{"actions": []}', "actions"),
      ('{"actions": ["ls"], "outcome": "maybe"}', "outcome")],
 )
@@ -43,7 +43,7 @@ def test_malformed_lines_name_file_and_line(tmp_path, line, match):
 
 
 def test_missing_file_is_an_import_error(tmp_path):
-    with pytest.raises(ImportFormatError, match="does not exist"):
+    with pytest.raises(ImportFormatError, match="No such file"):
         load_sessions_jsonl(tmp_path / "nope.jsonl")
 
 
