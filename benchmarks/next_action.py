@@ -31,7 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     names = [n.strip() for n in args.only.split(",") if n.strip()]
     head = (f"{'data':5} {'scope':6} {'model':8} {'top1':>6} {'top3':>6} {'mrr10':>6} {'prog1':>6} "
-            f"{'prog3':>6} {'ECE':>6} {'p50 ms':>7} {'p99 ms':>7}  learn actions/s")
+            f"{'prog3':>6} {'ECE':>6} {'p50 ms':>7} {'p99 ms':>7}  learn actions/s: streaming "
+            f"(observe) | bulk replay (learn_sessions) | counting only")
     print(head)
     print("-" * len(head), flush=True)
     for name in names:
@@ -51,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
             embedder = SentenceTransformerEmbedder()
             embedder.embed_query("warm up")  # load the model outside the timed region
 
-        # Learning throughput of bulk replay (counting + online ranker), separately timed.
+        # Learning throughput of bulk replay (learn_sessions: counting + the ranker on every
+        # replay_stride-th action), as when a memory is reopened; separately timed.
         bulk = NextActionPredictor(embedder=embedder)
         t0 = time.perf_counter()
         bulk.learn_sessions(sessions)
@@ -67,8 +69,9 @@ def main(argv: list[str] | None = None) -> int:
             peers=list(PEERS),
         )
         for m in report.models:
-            extra = f"{learn_rate:,.0f} ({count_rate:,.0f} counting)" if m.name == "procmem" else \
-                f"{m.learn_actions_per_s:,.0f}"
+            extra = f"{m.learn_actions_per_s:,.0f}"
+            if m.name == "procmem":
+                extra += f" | {learn_rate:,.0f} | {count_rate:,.0f}"
             ece = f"{m.ece:.3f}" if m.ece is not None else "-"
             print(f"{name:5} {DATASETS[name]:6} {m.name:8} {m.top1:6.3f} {m.top3:6.3f} "
                   f"{m.mrr10:6.3f} {m.program_top1:6.3f} {m.program_top3:6.3f} {ece:>6} "

@@ -48,7 +48,7 @@ def test_arguments_filled_from_task_text():
 def test_deterministic_replay_gives_identical_rankings():
     sessions = [SessionRecord(actions=[f"cmd{(i * j) % 5}" for j in range(12)],
                               outcome="success" if i % 3 else "failure") for i in range(20)]
-    a, b = NextActionPredictor(), NextActionPredictor()
+    a, b = NextActionPredictor(replay_stride=1), NextActionPredictor(replay_stride=1)
     a.learn_sessions(sessions)
     # b learns the same sessions by streaming.
     for s in sessions:
@@ -62,6 +62,23 @@ def test_deterministic_replay_gives_identical_rankings():
     for ctx in (["cmd0"], ["cmd1", "cmd2"], [], ["unknown"]):
         assert a.rank(ctx) == b.rank(ctx)
         assert [x.confidence for x in a.predict(ctx)] == [x.confidence for x in b.predict(ctx)]
+
+
+def test_strided_replay_is_deterministic_and_session_by_session_equal():
+    sessions = [SessionRecord(actions=[f"cmd{(i * j) % 7}" for j in range(30)],
+                              outcome="success" if i % 2 else None) for i in range(30)]
+    a, b, c = (NextActionPredictor(replay_stride=16) for _ in range(3))
+    a.learn_sessions(sessions)
+    b.learn_sessions(sessions)
+    for s in sessions:
+        c.learn_session(s.actions, outcome=s.outcome, session_id=s.session_id)
+    assert a._w == b._w == c._w and a._cal == b._cal == c._cal
+    assert a._w != NextActionPredictor()._w  # the ranker did learn from the subsample
+    for ctx in (["cmd0"], ["cmd1", "cmd2"], []):
+        assert a.rank(ctx) == b.rank(ctx) == c.rank(ctx)
+        assert [x.confidence for x in a.predict(ctx)] == [x.confidence for x in c.predict(ctx)]
+    with pytest.raises(ConfigurationError, match="replay_stride"):
+        NextActionPredictor(replay_stride=0)
 
 
 def test_within_session_learning_and_repetition():

@@ -26,6 +26,13 @@ came next (McFadden 1974; the online mixture-of-experts view of Jacobs et al. 19
 top-1 confidence is calibrated online by histogram binning of past top-1 hits (Zadrozny &
 Elkan 2001). All updates are deterministic functions of the observed sequence, so replaying
 stored sessions with :meth:`NextActionPredictor.learn_sessions` rebuilds the same model.
+
+Streaming (:meth:`~NextActionPredictor.observe`) updates the ranker at every action. Replay
+(:meth:`~NextActionPredictor.learn_session` / ``learn_sessions``) counts every action but updates
+the ranker and calibration only at every ``replay_stride``-th action of the model (a fixed,
+deterministic subsample): the ranker's candidate features are what makes learning slow, and on
+held-out data the subsampled weights rank as well as fully trained ones, so reopening a memory
+replays tens of thousands of actions per second instead of a few hundred.
 """
 
 from __future__ import annotations
@@ -80,7 +87,8 @@ def _outcome_flag(outcome: str | bool | None) -> bool | None:
 class _Live:
     """The state of one session being streamed."""
 
-    __slots__ = ("actions", "templates", "programs", "task", "slot_values", "type_values")
+    __slots__ = ("actions", "templates", "programs", "task", "slot_values", "type_values", "used",
+                 "task_values")
 
     def __init__(self, task: str | None) -> None:
         self.actions: list[str] = []
@@ -89,6 +97,8 @@ class _Live:
         self.task = task
         self.slot_values: dict[tuple[str, int], list[str]] = {}
         self.type_values: dict[str, list[str]] = {}
+        self.used: set[str] = set()  # every value in type_values
+        self.task_values: dict[str, list[str]] | None = None
 
 
 class NextActionPredictor:
@@ -112,6 +122,9 @@ class NextActionPredictor:
             the nearest known action (costs one embedding per new action).
         online: When False the ranker keeps its initial weights and calibration is not
             updated; learning is then pure counting (fastest bulk replay).
+        replay_stride: Replay (``learn_session``/``learn_sessions``) updates the ranker only
+            on actions whose index in the model is a multiple of this (>= 1; 1 updates on
+            every action, as streaming does).
 
     Raises:
         ConfigurationError: An option is out of range.
@@ -139,6 +152,7 @@ class NextActionPredictor:
         log_features: bool = True,
         window: int = 5,
         embed_actions: bool = False,
+        replay_stride: int = 256,
     ) -> None:
         if not isinstance(max_order, int) or max_order < 1:
             raise ConfigurationError(f"max_order must be an int >= 1, got {max_order!r}")
@@ -151,6 +165,8 @@ class NextActionPredictor:
             raise ConfigurationError(f"task_neighbours must be an int >= 1, got {task_neighbours!r}")
         if not learning_rate > 0:
             raise ConfigurationError(f"learning_rate must be > 0, got {learning_rate!r}")
+        if not isinstance(replay_stride, int) or replay_stride < 1:
+            raise ConfigurationError(f"replay_stride must be an int >= 1, got {replay_stride!r}")
         if not isinstance(calibration_bins, int) or calibration_bins < 2:
             raise ConfigurationError(
                 f"calibration_bins must be an int >= 2, got {calibration_bins!r}")
@@ -165,6 +181,7 @@ class NextActionPredictor:
         self.top_frequent = top_frequent
         self.window = window
         self.embed_actions = embed_actions
+        self.replay_stride = replay_stride
 
         k = max_order
         # Concrete context model: order -> context tuple -> {action: count}; and last follower.
@@ -252,8 +269,10 @@ class NextActionPredictor:
     ) -> None:
         """Learn one whole session (seed 001's ``learn_workflow``).
 
-        Equivalent to :meth:`observe` for each action then :meth:`end_session`, so a model
-        built by streaming and one rebuilt by replaying the stored sessions are identical.
+        Equivalent to :meth:`observe` for each action then :meth:`end_session`, except that
+        the ranker is updated only on every ``replay_stride``-th action (with
+        ``replay_stride=1`` the two give identical models). Learning sessions one by one and
+        all at once with :meth:`learn_sessions` give identical models.
 
         Args:
             actions: The actions in order; at least one non-blank string.
@@ -279,8 +298,12 @@ class NextActionPredictor:
         sid = session_id if session_id is not None else f"__replay_{self._n_sessions}"
         text = self._task_text(task)
         self._live.pop(sid, None)
+        stride = self.replay_stride
+        online = self.online
         for a in clean:
-            self._observe(a, sid, text)
+            # Replay updates the ranker on every ``replay_stride``-th action (counted over the
+            # whole model), so replay stays deterministic and fast.
+            self._observe(a, sid, text, online and self._n_actions % stride == 0)
         self._end(sid, flag)
 
     def learn_sessions(
@@ -332,7 +355,7 @@ class NextActionPredictor:
             InvalidSessionError: The action is blank or not a string.
         """
         a = _check_action(action, "action")
-        self._observe(a, session_id, self._task_text(task))
+        self._observe(a, session_id, self._task_text(task), self.online)
 
     def end_session(self, session_id: str, *, outcome: str | bool | None = None) -> SessionRecord | None:
         """Close a streamed session and credit its outcome to what it did.
@@ -369,14 +392,15 @@ class NextActionPredictor:
         raise InvalidSessionError(f"task must be a string or a list of strings, got {task!r}",
                                   field="task", value=task)
 
-    def _observe(self, a: str, sid: str, task: str | None) -> None:
+    def _observe(self, a: str, sid: str, task: str | None, rank: bool) -> None:
         live = self._live.get(sid)
         if live is None:
             live = self._live[sid] = _Live(task)
         elif live.task is None and task is not None:
             live.task = task
+            live.task_values = None
         hist = live.actions
-        if self.online:
+        if rank:
             key = (len(hist), tuple(hist[-self.max_order - 1:]), live.task)
             cache = self._cache
             if cache is not None and cache[0] == key:
@@ -391,29 +415,37 @@ class NextActionPredictor:
         if norm.values:
             self._learn_slots(tpl, norm.values, live)
         n = len(hist)
-        kmax = min(self.max_order, n)
-        for k in range(kmax + 1):
-            ctx = tuple(hist[n - k:]) if k else ()
-            d = self._next[k].get(ctx)
+        nexts, totals, lasts = self._next, self._total, self._last
+        tail = tuple(hist[-self.max_order:]) if n else ()
+        lt = len(tail)
+        for k in range(lt + 1):
+            ctx = tail[lt - k:] if k else ()
+            nk = nexts[k]
+            d = nk.get(ctx)
             if d is None:
-                self._next[k][ctx] = {a: 1}
-                self._total[k][ctx] = 1
+                nk[ctx] = {a: 1}
+                totals[k][ctx] = 1
             else:
                 d[a] = d.get(a, 0) + 1
-                self._total[k][ctx] += 1
+                totals[k][ctx] += 1
             if k:
-                self._last[k][ctx] = a
+                lasts[k][ctx] = a
         th = live.templates
         m = len(th)
-        for k in range(1, min(self.template_order, m) + 1):
-            ctx = tuple(th[m - k:])
-            d = self._tnext[k].get(ctx)
-            if d is None:
-                self._tnext[k][ctx] = {tpl: 1}
-                self._ttotal[k][ctx] = 1
-            else:
-                d[tpl] = d.get(tpl, 0) + 1
-                self._ttotal[k][ctx] += 1
+        if m:
+            ttail = tuple(th[-self.template_order:])
+            mt = len(ttail)
+            tnexts, ttotals = self._tnext, self._ttotal
+            for k in range(1, mt + 1):
+                ctx = ttail[mt - k:]
+                tk = tnexts[k]
+                d = tk.get(ctx)
+                if d is None:
+                    tk[ctx] = {tpl: 1}
+                    ttotals[k][ctx] = 1
+                else:
+                    d[tpl] = d.get(tpl, 0) + 1
+                    ttotals[k][ctx] += 1
         if m:
             prev_t = th[-1]
             e = self._edges.get((prev_t, tpl))
@@ -466,6 +498,7 @@ class NextActionPredictor:
         for i, (ph, v) in enumerate(norm.values):
             self._push(live.slot_values, (tpl, i), v)
             self._push(live.type_values, ph, v)
+            live.used.add(v)
         self._n_actions += 1
         self._cache = None
 
@@ -545,8 +578,10 @@ class NextActionPredictor:
         return (s[0] + 2 * prior) / (s[1] + 2)
 
     def _learn_slots(self, tpl: str, values: tuple[tuple[str, str], ...], live: _Live) -> None:
-        task_values = extract_task_values(live.task) if live.task else {}
-        used = set(v for vs in live.type_values.values() for v in vs)
+        if live.task_values is None:
+            live.task_values = extract_task_values(live.task) if live.task else {}
+        task_values = live.task_values
+        used = live.used
         for i, (ph, v) in enumerate(values):
             for value, source, r in self._slot_options(tpl, i, ph, live, task_values, used):
                 s = self._source_stats.get((source, r))
@@ -753,7 +788,7 @@ class NextActionPredictor:
         if tscore:
             task_values = extract_task_values(task) if task else {}
             if live is not None:
-                used = set(v for vs in live.type_values.values() for v in vs)
+                used = live.used
             else:
                 used = set(v for a in hist for _, v in normalize_action(a).values)
             if live is None:
@@ -763,6 +798,7 @@ class NextActionPredictor:
                     for i, (ph, v) in enumerate(norm.values):
                         self._push(live.slot_values, (norm.template, i), v)
                         self._push(live.type_values, ph, v)
+                        live.used.add(v)
             for t, sc in tscore.items():
                 for a, fp in self._fill(t, live, task_values, used):
                     v = vec(a)
@@ -1020,6 +1056,7 @@ class NextActionPredictor:
             for i, (ph, v) in enumerate(norm.values):
                 self._push(live.slot_values, (norm.template, i), v)
                 self._push(live.type_values, ph, v)
+                live.used.add(v)
         used = set(v for vs in live.type_values.values() for v in vs)
         f = self._fill(tpl, live, extract_task_values(task) if task else {}, used, limit=1)
         return f[0][0] if f else None
