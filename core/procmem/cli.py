@@ -97,7 +97,7 @@ def learn(
                       TimeElapsedColumn(), console=console, transient=True,
                       disable=len(sessions) < 200) as progress:
             task = progress.add_task(f"learning {path.name}", total=len(sessions))
-            new = memory.learn_sessions(sessions, progress=lambda n: progress.update(task, completed=n))
+            new = memory.learn_sessions(sessions, progress=lambda n, t=task: progress.update(t, completed=n))
         total_new += new
         console.print(f"{path}: {result.format}, {result.entries} actions, {len(sessions)} sessions "
                       f"({new} new), {result.skipped_lines} lines skipped")
@@ -268,8 +268,11 @@ def serve(
         from procmem.server import serve as run_server
     except ImportError as exc:
         _fail(f"{exc}. Install the server extra: pip install 'procmem[server]'")
-    run_server(host=host, port=port, api_key=api_key, workers=workers, data_dir=data_dir, db=db,
-               embedder=embedder)
+    try:
+        run_server(host=host, port=port, api_key=api_key, workers=workers, data_dir=data_dir, db=db,
+                   embedder=embedder, namespace=namespace)
+    except ProcMemError as exc:
+        _fail(str(exc))
 
 
 @eval_app.command("next-action")

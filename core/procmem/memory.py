@@ -889,6 +889,15 @@ class ProceduralMemory:
                 self._predictors[ns] = pred
             return pred
 
+    def refresh(self, namespace: str | None = None) -> None:
+        """Forget the cached predictor of a namespace; the next prediction rebuilds it from the store.
+
+        Use it when another process (a second server worker, a CLI run) learned sessions into
+        the same store.
+        """
+        with self._predictor_lock:
+            self._predictors.pop(self._ns(namespace), None)
+
     def _session(
         self,
         actions: Any,

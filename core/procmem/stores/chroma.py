@@ -56,7 +56,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -67,6 +67,7 @@ import numpy as np
 from procmem.errors import (
     ConfigurationError,
     EmbeddingDimensionError,
+    InvalidProcedureError,
     ProcedureNotFoundError,
     ProcMemError,
     VectorStoreError,
@@ -148,6 +149,28 @@ def _where(
     if vectors_only:
         clauses.append({"has_vec": True})
     return _and(clauses)
+
+
+def _keep(
+    namespace: str | None = None,
+    kinds: Sequence[str] | None = None,
+    tags: Sequence[str] | None = None,
+    *,
+    vectors_only: bool = False,
+) -> Callable[[dict[str, Any]], bool]:
+    """The Python twin of :func:`_where`: whether a procedure's metadata passes the filters."""
+    kind_set = None if not kinds else {str(getattr(x, "value", x)) for x in kinds}
+    tag_list = list(tags or ())
+
+    def keep(m: dict[str, Any]) -> bool:
+        return (
+            (not vectors_only or bool(m.get("has_vec")))
+            and (namespace is None or m.get("namespace") == namespace)
+            and (kind_set is None or m.get("kind") in kind_set)
+            and all(t in (m.get("tags") or ()) for t in tag_list)
+        )
+
+    return keep
 
 
 class ChromaStore(ProcedureStore):
@@ -412,11 +435,21 @@ class ChromaStore(ProcedureStore):
         }
 
     def put(
-        self, procedures: Sequence[Procedure], embeddings: np.ndarray | None = None, *, note: str = ""
+        self,
+        procedures: Sequence[Procedure],
+        embeddings: np.ndarray | None = None,
+        *,
+        note: str = "",
+        replace_counters: bool = False,
     ) -> list[Procedure]:
         """Insert or update procedures; see :meth:`ProcedureStore.put` and the module notes on order.
 
+        Counters of an existing procedure are taken from the stored record read at the start of
+        the write (under this process's lock; another process's outcome recorded between that
+        read and the write can be lost, see the module notes), unless ``replace_counters``.
+
         Raises:
+            InvalidProcedureError: An id already belongs to another namespace; nothing written.
             EmbeddingDimensionError: The vectors have the wrong shape or dimension; nothing written.
             VectorStoreError: Chroma failed; versions may have been written without their record.
         """
@@ -436,14 +469,25 @@ class ChromaStore(ProcedureStore):
             for pid, row in old.items():
                 meta = row["metadatas"] or {}
                 emb = row["embeddings"]
+                stored_rec = Procedure.model_validate_json(meta["record"])
                 state[pid] = {
+                    "record": stored_rec,
                     "version": int(meta.get("version", 0)),
-                    "created_at": Procedure.model_validate_json(meta["record"]).created_at,
+                    "created_at": stored_rec.created_at,
                     "seq": int(meta.get("seq", 0)),
                     "has_vec": bool(meta.get("has_vec", False)),
                     "doclen": int(meta.get("doclen", 0)),
                     "vector": None if emb is None else np.asarray(emb, dtype=np.float32),
                 }
+            for proc in procedures:
+                prev = state.get(proc.id)
+                if prev is not None and prev["record"].namespace != proc.namespace:
+                    raise InvalidProcedureError(
+                        f"procedure id {proc.id!r} already belongs to namespace {prev['record'].namespace!r}; "
+                        f"a write from namespace {proc.namespace!r} cannot replace it",
+                        field="id",
+                        value=proc.id,
+                    )
             first_seq = self._seq(len(procedures))
             stored: list[Procedure] = []
             version_rows: list[tuple[str, dict[str, Any]]] = []
@@ -456,9 +500,18 @@ class ChromaStore(ProcedureStore):
                     version_note = note or "created"
                     seq, prev_len = first_seq + i, 0
                 else:
-                    rec = proc.model_copy(
-                        update={"version": prev["version"] + 1, "updated_at": now, "created_at": prev["created_at"]}
-                    )
+                    update: dict[str, Any] = {
+                        "version": prev["version"] + 1,
+                        "updated_at": now,
+                        "created_at": prev["created_at"],
+                    }
+                    if not replace_counters:  # counters are bookkeeping: keep the stored ones
+                        update.update(
+                            stats=prev["record"].stats,
+                            access_count=prev["record"].access_count,
+                            last_accessed=prev["record"].last_accessed,
+                        )
+                    rec = proc.model_copy(update=update)
                     version_note = note or "updated"
                     seq, prev_len = prev["seq"], prev["doclen"]
                 rec = Procedure.model_validate(rec.model_dump())
@@ -474,6 +527,7 @@ class ChromaStore(ProcedureStore):
                 doclen = len(_tokens(doc))
                 delta_len += doclen - prev_len
                 state[proc.id] = {
+                    "record": rec,
                     "version": rec.version,
                     "created_at": rec.created_at,
                     "seq": seq,
@@ -712,7 +766,9 @@ class ChromaStore(ProcedureStore):
         return out
 
     # ------------------------------------------------------------------ search
-    def _query(self, collection: str, vector: np.ndarray, k: int, where: dict[str, Any] | None, operation: str) -> Any:
+    def _query(
+        self, collection: str, vector: np.ndarray, k: int, where: dict[str, Any] | None, operation: str
+    ) -> tuple[list[str], list[float], list[dict[str, Any]]]:
         q = np.asarray(vector, dtype=np.float32).reshape(-1)
         if self._dim is not None and q.shape[0] != self._dim:
             raise EmbeddingDimensionError(
@@ -721,9 +777,34 @@ class ChromaStore(ProcedureStore):
         if not np.all(np.isfinite(q)):
             raise EmbeddingDimensionError("query vector contains NaN or infinite values")
         with self._op(operation):
-            return self._col(collection).query(
+            res = self._col(collection).query(
                 query_embeddings=[q.tolist()], n_results=int(k), where=where, include=["distances", "metadatas"]
             )
+        return res["ids"][0], [1.0 - float(d) for d in res["distances"][0]], [m or {} for m in res["metadatas"][0]]
+
+    def _nearest(
+        self,
+        collection: str,
+        vector: np.ndarray,
+        k: int,
+        keep: Callable[[dict[str, Any]], bool],
+        where: dict[str, Any] | None,
+        operation: str,
+    ) -> list[tuple[str, float, dict[str, Any]]]:
+        """Top ``k`` by cosine among records that pass ``keep`` (the Python twin of ``where``).
+
+        Chroma answers a filtered query by listing every record the filter admits first, which
+        is slow when the filter admits most of the collection (one namespace, say). So the
+        unfiltered index is asked for a few more than ``k`` and filtered here; only when too few
+        pass is Chroma asked to filter.
+        """
+        n = k + 16 if where is None else max(4 * k, k + 32)
+        ids, scores, metas = self._query(collection, vector, n, None, operation)
+        hits = [(i, s, m) for i, s, m in zip(ids, scores, metas, strict=True) if keep(m)]
+        if len(hits) >= k or len(ids) < n or where is None:
+            return hits[:k]
+        ids, scores, metas = self._query(collection, vector, k, where, operation)
+        return [(i, s, m) for i, s, m in zip(ids, scores, metas, strict=True) if keep(m)][:k]
 
     def vector_search(
         self,
@@ -741,8 +822,11 @@ class ChromaStore(ProcedureStore):
         """
         if k <= 0:
             return []
-        res = self._query("procedures", vector, k, _where(namespace, kinds, tags, vectors_only=True), "vector search")
-        return [(pid, 1.0 - float(d)) for pid, d in zip(res["ids"][0], res["distances"][0], strict=True)]
+        where = _where(namespace, kinds, tags, vectors_only=True)
+        hits = self._nearest(
+            "procedures", vector, k, _keep(namespace, kinds, tags, vectors_only=True), where, "vector search"
+        )
+        return [(pid, score) for pid, score, _ in hits]
 
     def lexical_search(
         self,
@@ -758,36 +842,39 @@ class ChromaStore(ProcedureStore):
         Returns:
             ``(procedure_id, bm25)`` pairs, best first; bm25 > 0, higher is better.
         """
-        terms = list(dict.fromkeys(_tokens(text)))[:64]
+        terms = list(dict.fromkeys(_tokens(text)))[:32]
         if not terms or k <= 0:
             return []
-        union: dict[str, Any] = _contains(terms[0]) if len(terms) == 1 else {"$or": [_contains(t) for t in terms]}
         col = self._col("procedures")
         limit = self.max_lexical_candidates
         where = _where(namespace, kinds, tags)
-        df: Counter[str] = Counter()
         with self._op("lexical search"):
             n_docs = int(col.count())
-            if where is not None:
-                # Corpus statistics are global (as in SQLite FTS5); only the ranking is filtered.
-                for t in terms:
-                    df[t] = len(col.get(where_document=_contains(t), include=[], limit=limit)["ids"])
-            cand = col.get(where_document=union, where=where, include=["documents"], limit=limit)
+            # One ids-only query per word: its document frequency (whole collection, as in
+            # SQLite FTS5) and the candidates. Reading documents by id afterwards is much faster
+            # than asking Chroma for them together with a where_document filter.
+            matches = {t: col.get(where_document=_contains(t), include=[], limit=limit)["ids"] for t in terms}
+        candidates = list(dict.fromkeys(pid for ids in matches.values() for pid in ids))
+        df = {t: len(ids) for t, ids in matches.items()}
+        # Filters are applied here: Chroma's get(ids=..., where=...) is far slower than a read by id.
+        include = ["documents"] if where is None else ["documents", "metadatas"]
+        docs = self._get_ids("procedures", candidates, include, "lexical search")
+        keep = _keep(namespace, kinds, tags)
         termset = set(terms)
         tfs: list[tuple[str, Counter[str], int]] = []
-        for pid, doc in zip(cand["ids"], cand["documents"], strict=True):
-            toks = (doc or "").split()
+        for pid, row in docs.items():
+            if where is not None and not keep(row["metadatas"] or {}):
+                continue
+            toks = (row["documents"] or "").split()
             tf = Counter(t for t in toks if t in termset)
             if tf:
-                if where is None:
-                    df.update(tf.keys())
                 tfs.append((pid, tf, len(toks)))
         if not tfs:
             return []
         total = int(self._meta().get("bm25_total_len", 0))
         avgdl = total / n_docs if total > 0 and n_docs else sum(n for _, _, n in tfs) / len(tfs)
         n_docs = max(n_docs, len(tfs))
-        idf = {t: math.log(1.0 + (n_docs - df[t] + 0.5) / (df[t] + 0.5)) for t in termset if df[t]}
+        idf = {t: math.log(1.0 + (n_docs - df[t] + 0.5) / (df[t] + 0.5)) for t in termset if df.get(t)}
         scored = []
         for pid, tf, dl in tfs:
             norm = BM25_K1 * (1.0 - BM25_B + BM25_B * dl / max(avgdl, 1e-9))
@@ -844,8 +931,10 @@ class ChromaStore(ProcedureStore):
         if k <= 0:
             return []
         where = None if namespace is None else {"namespace": namespace}
-        res = self._query("usages", vector, k, where, "usage search")
-        return [(self._usage(m), 1.0 - float(d)) for m, d in zip(res["metadatas"][0], res["distances"][0], strict=True)]
+        hits = self._nearest(
+            "usages", vector, k, lambda m: namespace is None or m.get("namespace") == namespace, where, "usage search"
+        )
+        return [(self._usage(m), score) for _, score, m in hits]
 
     def iter_usages(self) -> Iterator[tuple[Usage, np.ndarray]]:
         """Yield every stored usage with its ``(dim,)`` float32 query vector, oldest first."""
