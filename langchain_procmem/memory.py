@@ -16,11 +16,11 @@ from typing import Any
 from langchain_classic.base_memory import BaseMemory
 from langchain_core.documents import Document
 from langchain_core.runnables.config import run_in_executor
-from procmem import ProceduralMemory
 from pydantic import ConfigDict, Field
 
 from langchain_procmem.middleware import format_tool_call
 from langchain_procmem.retrievers import result_to_document
+from procmem import ProceduralMemory
 
 __all__ = ["ProceduralMemoryBuffer"]
 

@@ -47,9 +47,10 @@ from langgraph.prebuilt.tool_node import ToolCallRequest
 from langgraph.runtime import Runtime
 from langgraph.types import Command
 from langgraph.typing import ContextT
+from typing_extensions import NotRequired, TypedDict
+
 from procmem import Prediction, ProceduralMemory, Procedure, SearchResult
 from procmem.errors import ConfigurationError, ProcMemError
-from typing_extensions import NotRequired, TypedDict
 
 __all__ = [
     "ProceduralMemoryMiddleware",

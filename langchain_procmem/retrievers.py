@@ -7,8 +7,9 @@ from typing import Any
 from langchain_core.callbacks import AsyncCallbackManagerForRetrieverRun, CallbackManagerForRetrieverRun
 from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
-from procmem import ProceduralMemory, SearchResult
 from pydantic import ConfigDict, Field
+
+from procmem import ProceduralMemory, SearchResult
 
 __all__ = ["ProceduralMemoryRetriever", "result_to_document"]
 

@@ -24,10 +24,11 @@ from typing import Any, Literal
 from langchain_core.callbacks import AsyncCallbackManagerForToolRun, CallbackManagerForToolRun
 from langchain_core.runnables.config import run_in_executor
 from langchain_core.tools import BaseTool, BaseToolkit, ToolException
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
 from procmem import Prediction, ProceduralMemory, Procedure, SearchResult
 from procmem.errors import ConfigurationError, NotFoundError
 from procmem.errors import ValidationError as ProcMemValidationError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 __all__ = [
     "PredictNextActionInput",
