@@ -119,3 +119,28 @@ def test_console_script_runs(env):
     exe = os.path.join(os.path.dirname(sys.executable), "procmem")
     out = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and "learn" in out.stdout
+
+
+def test_eval_retrieval_learns_usages_and_writes_predictions(env):
+    tools = env / "tools.jsonl"
+    tools.write_text("\n".join(json.dumps(t) for t in [
+        {"name": "WeatherNow", "description": "current weather forecast for a city"},
+        {"name": "FlightFinder", "description": "search cheap flights between airports"},
+        {"name": "RecipeBox", "description": "cooking recipes and ingredients"},
+    ]) + "\n")
+    usages = env / "usages.jsonl"
+    usages.write_text(json.dumps({"query": "will it rain in paris", "tool": "WeatherNow", "success": True}) + "\n")
+    queries = env / "queries.jsonl"
+    queries.write_text("\n".join(json.dumps(q) for q in [
+        {"query": "weather forecast for rome", "tools": ["WeatherNow"]},
+        {"query": "cheap flights to lisbon", "tools": ["FlightFinder"]},
+    ]) + "\n")
+    out = env / "pred.jsonl"
+    result = runner.invoke(app, ["eval", "retrieval", "--tools", str(tools), "--queries", str(queries),
+                                 "--usages", str(usages), "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["hit_at_1"] == 1.0 and report["queries"] == 2
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [line["query_index"] for line in lines] == [0, 1]
+    assert lines[0]["tools"][0] == "WeatherNow" and lines[1]["tools"][0] == "FlightFinder"
