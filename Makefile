@@ -28,6 +28,9 @@ test: $(STAMP)
 bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/retrieval.py
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/next_action.py
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/scale.py
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/scale_service.py
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/reliability.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check core langchain_procmem llamaindex_procmem
