@@ -158,3 +158,22 @@ def test_ppm_prefers_longest_context():
     assert m.rank(["y", "a"], k=1) == ["c"]
     assert m.rank(["x", "a"], k=1) == ["b"]
     assert set(PEERS) == {"markov1", "ipam", "ppm5"}
+
+
+def test_optimizer_option_is_checked_and_both_learn():
+    with pytest.raises(ConfigurationError):
+        NextActionPredictor(optimizer="adam")
+    for opt in ("sgd", "adagrad"):
+        p = _trained(optimizer=opt, replay_stride=1)
+        assert p.rank(["git status", "git add ."], k=1) == ["git commit -m update"]
+        assert p.stats()["weights"] != NextActionPredictor(optimizer=opt).stats()["weights"]
+
+
+def test_candidates_whose_arguments_the_task_mentions_are_preferred():
+    p = NextActionPredictor()
+    for name in ["a.txt", "b.txt", "c.txt", "d.txt"]:
+        p.learn_session(["ls()", f"cat(file_name='{name}')"], task=f"Show me '{name}' please")
+    top = p.rank(["ls()"], task="Show me 'b.txt' please", k=1)
+    assert top == ["cat(file_name='b.txt')"]
+    preds = p.predict(["ls()"], task="Show me 'b.txt' please", top_k=1)
+    assert preds[0].action == "cat(file_name='b.txt')" and preds[0].reason
