@@ -14,7 +14,7 @@ from procmem.errors import (
     SchemaVersionError,
 )
 from procmem.stores import InMemoryStore, SQLiteStore
-from procmem.types import Outcome, Procedure, SessionRecord, Usage
+from procmem.types import Outcome, Procedure, ProcedureKind, SessionRecord, Usage
 
 BACKENDS = ["memory", "sqlite"]
 
@@ -260,3 +260,14 @@ def test_embedding_model_mismatch_is_refused(tmp_path, embedder):
     s.close()
     with pytest.raises(ConfigurationError, match="model-a"):
         SQLiteStore(path, embedding_model="model-b")
+
+
+def test_kind_filter_follows_a_kind_change(store, embedder):
+    procs, vecs = _procs(embedder, {"name": "deploy", "kind": "skill"}, {"name": "deploy too", "kind": "tool"})
+    store.put(procs, vecs)
+    q = embedder.embed_query("deploy")
+    assert [h[0] for h in store.vector_search(q, k=5, kinds=["skill"])] == [procs[0].id]
+    store.put([procs[0].model_copy(update={"kind": ProcedureKind.WORKFLOW})])  # no new vector, new kind
+    assert store.vector_search(q, k=5, kinds=["skill"]) == []
+    assert [h[0] for h in store.vector_search(q, k=5, kinds=["workflow"])] == [procs[0].id]
+    assert {h[0] for h in store.vector_search(q, k=5, kinds=["workflow", "tool"])} == {p.id for p in procs}

@@ -32,6 +32,9 @@ class VectorIndex:
     def __len__(self) -> int:
         return len(self._row)
 
+    def __contains__(self, pid: object) -> bool:
+        return pid in self._row
+
     def _check(self, vectors: np.ndarray) -> np.ndarray:
         vectors = np.asarray(vectors, dtype=np.float32)
         if vectors.ndim != 2:

@@ -35,7 +35,7 @@ from procmem.errors import (
 )
 from procmem.stores._vectors import VectorIndex
 from procmem.stores.base import ProcedureStore
-from procmem.types import Outcome, Procedure, ProcedureVersion, SessionRecord, Usage, utcnow
+from procmem.types import Outcome, Procedure, ProcedureKind, ProcedureVersion, SessionRecord, Usage, utcnow
 
 __all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "SQLiteStore"]
 
@@ -103,6 +103,7 @@ _MIGRATIONS: dict[int, str] = {
 }
 
 _FTS_TOKEN = re.compile(r"\w+", re.UNICODE)
+_KINDS = tuple(k.value for k in ProcedureKind)
 
 
 def _default_path() -> Path:
@@ -261,6 +262,10 @@ class SQLiteStore(ProcedureStore):
             self._conn.close()
 
     # ------------------------------------------------------------------ caches
+    def _code(self, namespace: str, kind: str) -> int:
+        """Filter code of a procedure row: its namespace and its kind in one integer."""
+        return self._ns_code(namespace) * len(_KINDS) + _KINDS.index(kind)
+
     def _ns_code(self, namespace: str) -> int:
         code = self._ns_codes.get(namespace)
         if code is None:
@@ -283,14 +288,14 @@ class SQLiteStore(ProcedureStore):
                 dim = self._stored_dim()
                 index = VectorIndex(dim)
                 rows = self._conn.execute(
-                    "SELECT id, namespace, embedding FROM procedures WHERE embedding IS NOT NULL"
+                    "SELECT id, namespace, kind, embedding FROM procedures WHERE embedding IS NOT NULL"
                 ).fetchall()
                 if rows:
                     mat = np.frombuffer(b"".join(r["embedding"] for r in rows), dtype=np.float32)
                     index.upsert(
                         [r["id"] for r in rows],
                         mat.reshape(len(rows), -1),
-                        [self._ns_code(r["namespace"]) for r in rows],
+                        [self._code(r["namespace"], r["kind"]) for r in rows],
                     )
                 self._vectors = index
             return self._vectors
@@ -467,18 +472,23 @@ class SQLiteStore(ProcedureStore):
                         "DELETE FROM versions WHERE procedure_id = ? AND version <= ?",
                         (rec.id, rec.version - self.max_versions),
                     )
-                if vecs is not None:
-                    index_updates.append((rec.id, vecs[i], rec.namespace))
+                index_updates.append(
+                    (rec.id, None if vecs is None else vecs[i], self._code(rec.namespace, rec.kind.value))
+                )
                 stored.append(rec)
             self._data_version_after_write(index_updates)
         return stored
 
-    def _data_version_after_write(self, updates: list[tuple[str, np.ndarray, str]]) -> None:
-        # Our own commits do not change PRAGMA data_version, so keep the cache in step by hand.
-        if self._vectors is not None and updates:
-            self._vectors.upsert(
-                [u[0] for u in updates], np.stack([u[1] for u in updates]), [self._ns_code(u[2]) for u in updates]
-            )
+    def _data_version_after_write(self, updates: list[tuple[str, np.ndarray | None, int]]) -> None:
+        # Our own commits do not change PRAGMA data_version, so keep the cache in step by hand;
+        # a row written without a new vector keeps its vector but may have a new filter code.
+        index = self._vectors
+        if index is None or not updates:
+            return
+        known = [u for u in updates if u[1] is not None or u[0] in index]
+        if known:
+            vectors = [u[1] if u[1] is not None else index.get([u[0]])[0] for u in known]
+            index.upsert([u[0] for u in known], np.stack(vectors), [u[2] for u in known])
 
     def get(self, procedure_id: str) -> Procedure:
         """Return the current version; see :meth:`ProcedureStore.get`."""
@@ -682,14 +692,21 @@ class SQLiteStore(ProcedureStore):
     ) -> list[tuple[str, float]]:
         """Exact cosine search; see :meth:`ProcedureStore.vector_search`."""
         index = self._proc_index()
-        allowed = self._allowed(namespace, kinds, tags)
+        if tags:
+            allowed = self._allowed(namespace, kinds, tags)
+            with self._lock:
+                return index.search(vector, k, allowed=allowed)
         codes = None
-        if namespace is not None and allowed is None:
-            if namespace not in self._ns_codes:
+        if namespace is not None or kinds:
+            # Namespace and kind filters are integer codes per row: no SQL, one masked scan.
+            with self._lock:
+                spaces = [namespace] if namespace is not None else list(self._ns_codes)
+                wanted = [getattr(kd, "value", kd) for kd in kinds] if kinds else list(_KINDS)
+                codes = [self._code(ns, kd) for ns in spaces if ns in self._ns_codes for kd in wanted if kd in _KINDS]
+            if not codes:
                 return []
-            codes = [self._ns_codes[namespace]]
         with self._lock:
-            return index.search(vector, k, codes=codes, allowed=allowed)
+            return index.search(vector, k, codes=codes)
 
     @staticmethod
     def fts_query(text: str) -> str:
