@@ -27,9 +27,18 @@ import numpy as np
 
 from procmem.types import Outcome, Procedure, ProcedureVersion, SessionRecord, Usage
 
-__all__ = ["ProcedureStore", "SearchFilter"]
+__all__ = ["ProcedureStore", "SearchFilter", "with_counters"]
 
 T = TypeVar("T")
+
+
+def with_counters(procedure: Procedure, **changes: Any) -> Procedure:
+    """Return ``procedure`` with the given bookkeeping fields changed (None values are ignored).
+
+    Shared by the backends' :meth:`ProcedureStore.update_counters`; the result is validated.
+    """
+    update = {k: v for k, v in changes.items() if v is not None}
+    return Procedure.model_validate({**procedure.model_dump(), **update})
 
 
 class SearchFilter(dict):

@@ -72,7 +72,7 @@ from procmem.errors import (
     ProcMemError,
     VectorStoreError,
 )
-from procmem.stores.base import ProcedureStore
+from procmem.stores.base import ProcedureStore, with_counters
 from procmem.types import Outcome, Procedure, ProcedureVersion, SessionRecord, Usage, utcnow
 
 __all__ = ["BM25_B", "BM25_K1", "ChromaStore"]
@@ -654,18 +654,14 @@ class ChromaStore(ProcedureStore):
         """Update counters, statistics or metadata in place; see :meth:`ProcedureStore.update_counters`."""
         with self._lock:
             rec = self.get(procedure_id)
-            update: dict[str, Any] = {}
-            if access_count is not None:
-                update["access_count"] = access_count
-            if last_accessed is not None:
-                update["last_accessed"] = last_accessed
-            if importance is not None:
-                update["importance"] = importance
-            if metadata is not None:
-                update["metadata"] = metadata
-            if stats is not None:
-                update["stats"] = stats
-            rec = Procedure.model_validate({**rec.model_dump(), **update})
+            rec = with_counters(
+                rec,
+                access_count=access_count,
+                last_accessed=last_accessed,
+                importance=importance,
+                metadata=metadata,
+                stats=stats,
+            )
             if metadata is not None:
                 cat = rec.metadata.get("category")
                 with self._op("update counters"):

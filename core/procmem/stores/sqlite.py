@@ -34,7 +34,7 @@ from procmem.errors import (
     ValidationError,
 )
 from procmem.stores._vectors import VectorIndex
-from procmem.stores.base import ProcedureStore
+from procmem.stores.base import ProcedureStore, with_counters
 from procmem.types import Outcome, Procedure, ProcedureKind, ProcedureVersion, SessionRecord, Usage, utcnow
 
 __all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "SQLiteStore"]
@@ -585,18 +585,14 @@ class SQLiteStore(ProcedureStore):
         """Update usage counters in place; see :meth:`ProcedureStore.update_counters`."""
         with self._tx() as cur:
             rec = self._load_for_update(cur, procedure_id)
-            update: dict[str, Any] = {}
-            if access_count is not None:
-                update["access_count"] = access_count
-            if last_accessed is not None:
-                update["last_accessed"] = last_accessed
-            if importance is not None:
-                update["importance"] = importance
-            if metadata is not None:
-                update["metadata"] = metadata
-            if stats is not None:
-                update["stats"] = stats
-            rec = Procedure.model_validate({**rec.model_dump(), **update})
+            rec = with_counters(
+                rec,
+                access_count=access_count,
+                last_accessed=last_accessed,
+                importance=importance,
+                metadata=metadata,
+                stats=stats,
+            )
             self._rewrite_record(cur, rec)
         return rec
 
