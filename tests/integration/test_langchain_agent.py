@@ -7,56 +7,20 @@ run on a similar request must show that workflow in the system message the model
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 from typing import Any
 
 import pytest
+from fakes import ScriptedChatModel
 from langchain.agents import create_agent
-from langchain_core.language_models.chat_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
-from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.messages import BaseMessage, SystemMessage
 from langchain_core.tools import tool
-from procmem import MiningConfig, ProceduralMemory
-from procmem.embeddings import HashingEmbedder
-from pydantic import Field
 
 from langchain_procmem import ProceduralMemoryMiddleware
+from procmem import MiningConfig, ProceduralMemory
+from procmem.embeddings import HashingEmbedder
 
 pytestmark = pytest.mark.integration
-
-
-class ScriptedChatModel(BaseChatModel):
-    """Answers each step of a run from a script: step i emits ``script[i]`` as tool calls.
-
-    The step is the number of AI messages since the latest user message, so one model serves
-    any number of runs. Every list of messages it receives is kept in ``seen``.
-    """
-
-    script: list[list[tuple[str, dict[str, Any]]]]
-    final: str = "All done."
-    seen: list[list[BaseMessage]] = Field(default_factory=list)
-
-    @property
-    def _llm_type(self) -> str:
-        return "scripted"
-
-    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> ScriptedChatModel:
-        return self
-
-    def _generate(self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kwargs: Any):
-        self.seen.append(list(messages))
-        last_user = max(i for i, m in enumerate(messages) if isinstance(m, HumanMessage))
-        step = sum(isinstance(m, AIMessage) for m in messages[last_user:])
-        if step < len(self.script):
-            calls = [
-                {"name": name, "args": args, "id": f"call_{uuid.uuid4().hex[:8]}", "type": "tool_call"}
-                for name, args in self.script[step]
-            ]
-            message = AIMessage(content="", tool_calls=calls)
-        else:
-            message = AIMessage(content=self.final)
-        return ChatResult(generations=[ChatGeneration(message=message)])
 
 
 def _system_text(messages: Sequence[BaseMessage]) -> str:

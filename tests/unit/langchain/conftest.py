@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Sequence
 from typing import Any
 
 import pytest
-from langchain_core.language_models.chat_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
-from langchain_core.outputs import ChatGeneration, ChatResult
+from fakes import ScriptedChatModel
+
 from procmem import MiningConfig, ProceduralMemory
 from procmem.embeddings import HashingEmbedder
-from pydantic import Field
 
 PROCEDURES = [
     ("deploy", ["git pull", "make build", "make deploy"], "Deploy the web app to production", ["ops"]),
@@ -43,36 +39,6 @@ def memory(tmp_path):
 @pytest.fixture
 def seeded(memory):
     return seed(memory)
-
-
-class ScriptedChatModel(BaseChatModel):
-    """Emits ``script[i]`` as tool calls at step i of a run (i = AI messages since the last user message).
-
-    Every list of messages received is kept in ``seen``.
-    """
-
-    script: list[list[tuple[str, dict[str, Any]]]] = Field(default_factory=list)
-    final: str = "Done."
-    seen: list[list[BaseMessage]] = Field(default_factory=list)
-
-    @property
-    def _llm_type(self) -> str:
-        return "scripted"
-
-    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> ScriptedChatModel:
-        return self
-
-    def _generate(self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kwargs: Any):
-        self.seen.append(list(messages))
-        last_user = max(i for i, m in enumerate(messages) if isinstance(m, HumanMessage))
-        step = sum(isinstance(m, AIMessage) for m in messages[last_user:])
-        if step < len(self.script):
-            calls = [
-                {"name": name, "args": args, "id": f"call_{uuid.uuid4().hex[:8]}", "type": "tool_call"}
-                for name, args in self.script[step]
-            ]
-            return ChatResult(generations=[ChatGeneration(message=AIMessage(content="", tool_calls=calls))])
-        return ChatResult(generations=[ChatGeneration(message=AIMessage(content=self.final))])
 
 
 @pytest.fixture
