@@ -660,13 +660,16 @@ class NextActionPredictor:
 
     # ------------------------------------------------------------------------- embeddings
 
-    def _embed_task(self, text: str) -> np.ndarray:
-        v = self._task_cache.get(text)
+    def _embed_cached(self, cache: dict[str, np.ndarray], text: str) -> np.ndarray:
+        v = cache.get(text)
         if v is None:
             assert self.embedder is not None
             v = np.asarray(self.embedder.embed_query(text), dtype=np.float32)
-            self._task_cache[text] = v
+            cache[text] = v
         return v
+
+    def _embed_task(self, text: str) -> np.ndarray:
+        return self._embed_cached(self._task_cache, text)
 
     def _similar_tasks(self, task: str) -> list[tuple[int, float]]:
         if self.embedder is None or not self._task_rows:
@@ -702,12 +705,7 @@ class NextActionPredictor:
         return None
 
     def _embed_action(self, a: str) -> np.ndarray:
-        v = self._action_cache.get(a)
-        if v is None:
-            assert self.embedder is not None
-            v = np.asarray(self.embedder.embed_query(a), dtype=np.float32)
-            self._action_cache[a] = v
-        return v
+        return self._embed_cached(self._action_cache, a)
 
     # ------------------------------------------------------------------------- candidates
 
