@@ -88,6 +88,33 @@ def test_vector_and_lexical_search_with_filters(store, embedder):
     assert store.count() == 3
 
 
+def test_tag_filter_follows_tag_changes_and_combines_with_other_filters(store, embedder):
+    procs, vecs = _procs(
+        embedder,
+        {"name": "lint", "tags": ["ci", "python"], "kind": "tool"},
+        {"name": "test", "tags": ["ci"], "kind": "skill"},
+        {"name": "ship", "tags": ["ci", "python"], "kind": "tool", "namespace": "ops"},
+    )
+    store.put(procs, vecs)
+    q = embedder.embed_query("lint")
+
+    def ids(**filters):
+        return {h[0] for h in store.vector_search(q, k=10, **filters)}
+
+    assert ids(tags=["ci"]) == {p.id for p in procs}
+    assert ids(tags=["ci", "python"]) == {procs[0].id, procs[2].id}
+    assert ids(tags=["ci", "python"], namespace="default") == {procs[0].id}
+    assert ids(tags=["ci"], kinds=["skill"]) == {procs[1].id}
+    assert ids(tags=["nope"]) == set()
+    # A new version with other tags and no new vector moves the row between tags.
+    store.put([procs[0].model_copy(update={"tags": ["docs"]})])
+    assert ids(tags=["python"]) == {procs[2].id}
+    assert ids(tags=["docs"]) == {procs[0].id}
+    store.delete(procs[2].id)
+    assert ids(tags=["python"]) == set()
+    assert ids(tags=["ci"]) == {procs[1].id}
+
+
 def test_search_sees_updates_and_deletes(store, embedder):
     procs, vecs = _procs(embedder, {"name": "alpha"}, {"name": "beta"})
     store.put(procs, vecs)
@@ -271,3 +298,20 @@ def test_kind_filter_follows_a_kind_change(store, embedder):
     assert store.vector_search(q, k=5, kinds=["skill"]) == []
     assert [h[0] for h in store.vector_search(q, k=5, kinds=["workflow"])] == [procs[0].id]
     assert {h[0] for h in store.vector_search(q, k=5, kinds=["workflow", "tool"])} == {p.id for p in procs}
+
+
+def test_tag_filter_after_reopen_and_from_another_connection(tmp_path, embedder):
+    path = tmp_path / "tags.sqlite3"
+    a = SQLiteStore(path)
+    procs, vecs = _procs(embedder, {"name": "lint", "tags": ["ci"]}, {"name": "docs", "tags": ["web"]})
+    a.put(procs, vecs)
+    b = SQLiteStore(path)
+    q = embedder.embed_query("lint")
+    assert [h[0] for h in b.vector_search(q, k=5, tags=["ci"])] == [procs[0].id]
+    a.put([procs[1].model_copy(update={"tags": ["ci", "web"]})])  # b reloads: another connection wrote
+    assert {h[0] for h in b.vector_search(q, k=5, tags=["ci"])} == {procs[0].id, procs[1].id}
+    a.close()
+    b.close()
+    c = SQLiteStore(path)
+    assert {h[0] for h in c.vector_search(q, k=5, tags=["web"])} == {procs[1].id}
+    c.close()

@@ -7,7 +7,7 @@ Backends that need more use a vector database (``ChromaStore``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -15,7 +15,11 @@ from procmem.errors import EmbeddingDimensionError
 
 
 class VectorIndex:
-    """Rows of unit vectors keyed by string id, with integer filter codes per row.
+    """Rows of unit vectors keyed by string id, with an integer filter code and tags per row.
+
+    Filters are resolved in memory: the code (e.g. namespace and kind in one integer) by a
+    vectorised mask, tags through an inverted index of tag to rows, so a filtered search costs a
+    scan of the matching rows, never a round trip to the database.
 
     Args:
         dim: Vector dimension, or None to take it from the first vectors added.
@@ -28,6 +32,8 @@ class VectorIndex:
         self._mat = np.zeros((0, dim or 0), dtype=np.float32)
         self._codes = np.zeros(0, dtype=np.int32)
         self._n = 0
+        self._tags: list[frozenset[str]] = []  # per row
+        self._tag_rows: dict[str, set[int]] = {}  # inverted: tag -> live rows
 
     def __len__(self) -> int:
         return len(self._row)
@@ -50,13 +56,20 @@ class VectorIndex:
             raise EmbeddingDimensionError("embeddings contain NaN or infinite values")
         return vectors
 
-    def upsert(self, ids: Sequence[str], vectors: np.ndarray, codes: Sequence[int]) -> None:
+    def upsert(
+        self,
+        ids: Sequence[str],
+        vectors: np.ndarray,
+        codes: Sequence[int],
+        tags: Sequence[Iterable[str]] | None = None,
+    ) -> None:
         """Insert or replace rows.
 
         Args:
             ids: n ids.
             vectors: ``(n, dim)`` float32 unit vectors.
             codes: n integer filter codes (e.g. a namespace code).
+            tags: n collections of tags (None: no tags on these rows).
         """
         vectors = self._check(vectors)
         need = self._n + len(ids)
@@ -74,8 +87,24 @@ class VectorIndex:
                 self._n += 1
                 self._row[pid] = row
                 self._ids.append(pid)
+                self._tags.append(frozenset())
             self._mat[row] = vectors[i]
             self._codes[row] = codes[i]
+            self._set_tags(row, frozenset(tags[i]) if tags is not None else frozenset())
+
+    def _set_tags(self, row: int, new: frozenset[str]) -> None:
+        old = self._tags[row]
+        if old == new:
+            return
+        for t in old - new:
+            rows = self._tag_rows.get(t)
+            if rows is not None:
+                rows.discard(row)
+                if not rows:
+                    del self._tag_rows[t]
+        for t in new - old:
+            self._tag_rows.setdefault(t, set()).add(row)
+        self._tags[row] = new
 
     def remove(self, ids: Sequence[str]) -> None:
         """Remove rows (their slots are masked out, then compacted when half are dead)."""
@@ -84,6 +113,7 @@ class VectorIndex:
             if row is not None:
                 self._codes[row] = -1
                 self._mat[row] = 0.0
+                self._set_tags(row, frozenset())
         if self._n and len(self._row) < self._n // 2:
             self._compact()
 
@@ -93,9 +123,14 @@ class VectorIndex:
         rows = np.array([r for _, r in keep], dtype=np.int64)
         self._mat = self._mat[rows].copy() if len(rows) else np.zeros((0, self.dim or 0), np.float32)
         self._codes = self._codes[rows].copy() if len(rows) else np.zeros(0, np.int32)
+        self._tags = [self._tags[r] for _, r in keep]
         self._ids = [pid for pid, _ in keep]
         self._row = {pid: i for i, pid in enumerate(self._ids)}
         self._n = len(self._ids)
+        self._tag_rows = {}
+        for row, tags in enumerate(self._tags):
+            for t in tags:
+                self._tag_rows.setdefault(t, set()).add(row)
 
     def get(self, ids: Sequence[str]) -> np.ndarray:
         """Return ``(n, dim)`` vectors for ``ids``; zero rows for unknown ids."""
@@ -113,6 +148,7 @@ class VectorIndex:
         *,
         codes: Sequence[int] | None = None,
         allowed: Sequence[str] | None = None,
+        tags: Sequence[str] | None = None,
     ) -> list[tuple[str, float]]:
         """Return the ``k`` ids with the highest cosine to ``vector``.
 
@@ -121,6 +157,7 @@ class VectorIndex:
             k: How many.
             codes: Only rows whose filter code is in this set (None: all live rows).
             allowed: Only these ids (None: no restriction).
+            tags: Only rows carrying all these tags (None or empty: no restriction).
 
         Returns:
             ``(id, cosine)`` pairs, best first.
@@ -128,12 +165,23 @@ class VectorIndex:
         if self._n == 0 or k <= 0 or not self._row:
             return []
         q = self._check(np.asarray(vector, dtype=np.float32).reshape(1, -1))[0]
+        picked: set[int] | None = None
+        if tags:
+            sets = sorted((self._tag_rows.get(t, set()) for t in set(tags)), key=len)
+            picked = set(sets[0]).intersection(*sets[1:])
         if allowed is not None:
-            rows = np.array(sorted({self._row[a] for a in allowed if a in self._row}), dtype=np.int64)
+            rows_allowed = {self._row[a] for a in allowed if a in self._row}
+            picked = rows_allowed if picked is None else picked & rows_allowed
+        if picked is not None:
+            rows = np.fromiter(sorted(picked), dtype=np.int64, count=len(picked))
+            if codes is not None and len(rows):
+                rows = rows[np.isin(self._codes[rows], np.asarray(list(codes), dtype=np.int32))]
             if len(rows) == 0:
                 return []
             sub = self._mat[rows] @ q
-            order = np.argsort(-sub, kind="stable")[:k]
+            m = min(k, len(rows))
+            order = np.argpartition(-sub, m - 1)[:m] if m < len(rows) else np.arange(len(rows))
+            order = order[np.argsort(-sub[order], kind="stable")]
             return [(self._ids[rows[i]], float(sub[i])) for i in order]
         scores = self._mat[: self._n] @ q
         live = self._codes[: self._n] >= 0

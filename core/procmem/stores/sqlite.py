@@ -288,14 +288,18 @@ class SQLiteStore(ProcedureStore):
                 dim = self._stored_dim()
                 index = VectorIndex(dim)
                 rows = self._conn.execute(
-                    "SELECT id, namespace, kind, embedding FROM procedures WHERE embedding IS NOT NULL"
+                    "SELECT rowid, id, namespace, kind, embedding FROM procedures WHERE embedding IS NOT NULL"
                 ).fetchall()
                 if rows:
+                    tags: dict[int, list[str]] = {}
+                    for rowid, tag in self._conn.execute("SELECT procedure_rowid, tag FROM procedure_tags"):
+                        tags.setdefault(rowid, []).append(tag)
                     mat = np.frombuffer(b"".join(r["embedding"] for r in rows), dtype=np.float32)
                     index.upsert(
                         [r["id"] for r in rows],
                         mat.reshape(len(rows), -1),
                         [self._code(r["namespace"], r["kind"]) for r in rows],
+                        [tags.get(r["rowid"], ()) for r in rows],
                     )
                 self._vectors = index
             return self._vectors
@@ -372,7 +376,7 @@ class SQLiteStore(ProcedureStore):
         if not procedures:
             return []
         stored: list[Procedure] = []
-        index_updates: list[tuple[str, np.ndarray, str]] = []
+        index_updates: list[tuple[str, np.ndarray | None, int, list[str]]] = []
         with self._tx() as cur:
             vecs = None if embeddings is None else self._ensure_dim(cur, embeddings, len(procedures))
             now = utcnow()
@@ -473,13 +477,13 @@ class SQLiteStore(ProcedureStore):
                         (rec.id, rec.version - self.max_versions),
                     )
                 index_updates.append(
-                    (rec.id, None if vecs is None else vecs[i], self._code(rec.namespace, rec.kind.value))
+                    (rec.id, None if vecs is None else vecs[i], self._code(rec.namespace, rec.kind.value), rec.tags)
                 )
                 stored.append(rec)
             self._data_version_after_write(index_updates)
         return stored
 
-    def _data_version_after_write(self, updates: list[tuple[str, np.ndarray | None, int]]) -> None:
+    def _data_version_after_write(self, updates: list[tuple[str, np.ndarray | None, int, list[str]]]) -> None:
         # Our own commits do not change PRAGMA data_version, so keep the cache in step by hand;
         # a row written without a new vector keeps its vector but may have a new filter code.
         index = self._vectors
@@ -488,7 +492,7 @@ class SQLiteStore(ProcedureStore):
         known = [u for u in updates if u[1] is not None or u[0] in index]
         if known:
             vectors = [u[1] if u[1] is not None else index.get([u[0]])[0] for u in known]
-            index.upsert([u[0] for u in known], np.stack(vectors), [u[2] for u in known])
+            index.upsert([u[0] for u in known], np.stack(vectors), [u[2] for u in known], [u[3] for u in known])
 
     def get(self, procedure_id: str) -> Procedure:
         """Return the current version; see :meth:`ProcedureStore.get`."""
@@ -669,14 +673,6 @@ class SQLiteStore(ProcedureStore):
         return self._proc_index().get(list(procedure_ids))
 
     # ------------------------------------------------------------------ search
-    def _allowed(
-        self, namespace: str | None, kinds: Sequence[str] | None, tags: Sequence[str] | None
-    ) -> list[str] | None:
-        if not kinds and not tags:
-            return None
-        where, params = self._where(namespace, kinds, tags)
-        return [r[0] for r in self._read(f"SELECT p.id FROM procedures p{where}", params)]
-
     def vector_search(
         self,
         vector: np.ndarray,
@@ -688,10 +684,6 @@ class SQLiteStore(ProcedureStore):
     ) -> list[tuple[str, float]]:
         """Exact cosine search; see :meth:`ProcedureStore.vector_search`."""
         index = self._proc_index()
-        if tags:
-            allowed = self._allowed(namespace, kinds, tags)
-            with self._lock:
-                return index.search(vector, k, allowed=allowed)
         codes = None
         if namespace is not None or kinds:
             # Namespace and kind filters are integer codes per row: no SQL, one masked scan.
@@ -702,7 +694,7 @@ class SQLiteStore(ProcedureStore):
             if not codes:
                 return []
         with self._lock:
-            return index.search(vector, k, codes=codes)
+            return index.search(vector, k, codes=codes, tags=list(tags) if tags else None)
 
     @staticmethod
     def fts_query(text: str) -> str:
