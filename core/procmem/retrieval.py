@@ -22,6 +22,15 @@ their evidence into one score:
   - *lexical kNN voting*: the same vote over the past requests ranked by BM25 on their words,
     which catches the names, entities and phrasings a small sentence encoder blurs; a null mass
     (``lexical_vote_prior``) in the normaliser keeps a few weak word matches from dominating;
+  - *a softmax classifier* over the procedures that have served past requests (multinomial
+    logistic regression on the request embedding; Bishop, "Pattern Recognition and Machine
+    Learning", 2006, sec. 4.3.4), each procedure's weight vector starting at its description
+    embedding and trained by mini-batch SGD on the successful past requests: on a rebuild for
+    ``classifier_epochs`` passes (within ``classifier_budget`` example-steps), then one step per
+    batch of new usages, and from scratch again whenever the number of past requests doubles.
+    Where kNN and prototypes describe each procedure's requests, the classifier learns what
+    separates near-duplicate procedures. It is used while at most ``classifier_max_classes``
+    procedures have usages (its cost grows with that number);
 
 * a **prior**: the procedure's Laplace-smoothed success rate (reported outcomes and recorded
   usages), centred on 0.5.
@@ -91,8 +100,16 @@ class RetrievalConfig(BaseModel):
             best-matching past request, so a few weak word matches cannot claim the whole vote.
         bm25_k1: BM25 ``k1`` of the index of past requests (Robertson & Zaragoza 2009).
         bm25_b: BM25 ``b`` of the index of past requests.
-        use_experience_index: Keep the in-memory prototypes and lexical index of past requests;
-            False uses the store's dense kNN vote only.
+        classifier_weight: Weight of the softmax classifier's evidence (0 turns it off).
+        classifier_temperature: Logit scale of the classifier, ``w . q / temperature``.
+        classifier_learning_rate: SGD step size of the classifier.
+        classifier_epochs: Passes over the past requests when the index is rebuilt.
+        classifier_budget: At most this many example-steps per rebuild (the most recent past
+            requests are kept when the passes must be cut), so reopening a large memory stays fast.
+        classifier_max_classes: The classifier is used only while at most this many procedures
+            have successful past requests.
+        use_experience_index: Keep the in-memory prototypes, classifier and lexical index of past
+            requests; False uses the store's dense kNN vote only.
         refresh_interval: Seconds between checks that the store's usage count still matches the
             in-memory index (0 checks on every search).
     """
@@ -116,6 +133,12 @@ class RetrievalConfig(BaseModel):
     lexical_vote_prior: float = Field(default=0.25, ge=0.0, allow_inf_nan=False)
     bm25_k1: float = Field(default=1.2, ge=0.0, allow_inf_nan=False)
     bm25_b: float = Field(default=0.75, ge=0.0, le=1.0, allow_inf_nan=False)
+    classifier_weight: float = Field(default=1.0, ge=0.0, allow_inf_nan=False)
+    classifier_temperature: float = Field(default=0.05, gt=0.0, allow_inf_nan=False)
+    classifier_learning_rate: float = Field(default=0.2, gt=0.0, allow_inf_nan=False)
+    classifier_epochs: int = Field(default=5, ge=0, le=1_000)
+    classifier_budget: int = Field(default=50_000, ge=0)
+    classifier_max_classes: int = Field(default=2_000, ge=0)
     use_experience_index: bool = True
     refresh_interval: float = Field(default=2.0, ge=0.0, allow_inf_nan=False)
 
@@ -136,6 +159,9 @@ class _Experience:
     sums: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
     counts: dict[tuple[str, str], list[int]] = field(default_factory=dict)
     totals: dict[str, list[int]] = field(default_factory=dict)
+    classifier: _Classifier | None = None
+    classifier_off: bool = False
+    fitted: int = 0  # past requests when the classifier was last trained from scratch
     _arrays: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
     _proto: dict[str | None, tuple[list[str], np.ndarray]] = field(default_factory=dict)
 
@@ -227,6 +253,68 @@ class _Experience:
         return (c[0], c[1]) if c else (0, 0)
 
 
+class _Classifier:
+    """Multinomial logistic regression over procedure ids, trained online by mini-batch SGD.
+
+    Each class's weight vector starts at its procedure's description embedding (so an untrained
+    class scores its description cosine) and moves toward the requests it served and away from
+    those it did not.
+    """
+
+    def __init__(self, temperature: float, learning_rate: float, seed: int = 0) -> None:
+        self.temperature = temperature
+        self.learning_rate = learning_rate
+        self.rows: dict[str, int] = {}
+        self.weights = np.zeros((0, 0), np.float32)
+        self._rng = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def add_classes(self, ids: Sequence[str], init: np.ndarray) -> None:
+        """Add classes ``ids`` with ``(n, dim)`` initial weights (their description embeddings)."""
+        new = [(pid, i) for i, pid in enumerate(ids) if pid not in self.rows]
+        if not new:
+            return
+        start = len(self.rows)
+        for j, (pid, _) in enumerate(new):
+            self.rows[pid] = start + j
+        rows = np.asarray(init, np.float32)[[i for _, i in new]]
+        self.weights = rows if not start else np.vstack([self.weights, rows])
+
+    def fit(self, x: np.ndarray, ids: Sequence[str], *, epochs: int = 1, batch: int = 64) -> None:
+        """Take SGD steps on ``(n, dim)`` requests ``x`` labelled with procedure ``ids`` (all known)."""
+        if not len(ids) or epochs < 1:
+            return
+        y = np.fromiter((self.rows[p] for p in ids), np.int64, count=len(ids))
+        x = np.asarray(x, np.float32)
+        step = self.learning_rate / self.temperature
+        for _ in range(epochs):
+            order = self._rng.permutation(len(y)) if epochs > 1 else np.arange(len(y))
+            for start in range(0, len(y), batch):
+                b = order[start:start + batch]
+                xb = x[b]
+                z = xb @ self.weights.T / self.temperature
+                z -= z.max(axis=1, keepdims=True)
+                p = np.exp(z)
+                p /= p.sum(axis=1, keepdims=True)
+                p[np.arange(len(b)), y[b]] -= 1.0  # gradient of the cross-entropy w.r.t. the logits
+                self.weights -= (step / len(b)) * (p.T @ xb)
+
+    def logits(self, q: np.ndarray, ids: Sequence[str], fallback: Mapping[str, float]) -> np.ndarray:
+        """Return ``w . q / temperature`` for ``ids``; a procedure without a class uses ``fallback`` (its cosine)."""
+        out = np.empty(len(ids), np.float64)
+        known = [(j, self.rows[p]) for j, p in enumerate(ids) if p in self.rows]
+        if known:
+            js = np.fromiter((j for j, _ in known), np.int64, count=len(known))
+            rs = np.fromiter((r for _, r in known), np.int64, count=len(known))
+            out[js] = self.weights[rs] @ q
+        for j, p in enumerate(ids):
+            if p not in self.rows:
+                out[j] = fallback[p]
+        return out / self.temperature
+
+
 def _softmax(x: np.ndarray, temperature: float) -> np.ndarray:
     if x.size == 0:
         return x
@@ -297,8 +385,35 @@ class HybridRetriever:
             if n:
                 usages, vectors = self._all_usages(n)
                 exp.add(usages, vectors)
+                self._train(exp, usages, vectors, rebuild=True)
+                exp.fitted = n
             self._exp, self._exp_count = exp, n
             return exp
+
+    def _train(self, exp: _Experience, usages: Sequence[Usage], vectors: np.ndarray, *, rebuild: bool) -> None:
+        """Train the classifier of ``exp`` on the successful ``usages`` (see the module doc)."""
+        cfg = self.config
+        if cfg.classifier_weight == 0 or exp.classifier_off:
+            return
+        keep = [i for i, u in enumerate(usages) if u.success]
+        if not keep:
+            return
+        epochs = 1
+        if rebuild:
+            if cfg.classifier_epochs == 0 or cfg.classifier_budget == 0:
+                return
+            epochs = max(1, min(cfg.classifier_epochs, cfg.classifier_budget // len(keep)))
+            keep = keep[-cfg.classifier_budget:]  # the most recent, when even one pass is over budget
+        clf = exp.classifier or _Classifier(cfg.classifier_temperature, cfg.classifier_learning_rate)
+        ids = [usages[i].procedure_id for i in keep]
+        new = [p for p in dict.fromkeys(ids) if p not in clf.rows]
+        if len(clf) + len(new) > cfg.classifier_max_classes:
+            exp.classifier, exp.classifier_off = None, True
+            return
+        if new:
+            clf.add_classes(new, np.asarray(self.store.get_embeddings(new), np.float32))
+        clf.fit(np.asarray(vectors, np.float32)[keep], ids, epochs=epochs)
+        exp.classifier = clf
 
     def _all_usages(self, n: int) -> tuple[list[Usage], np.ndarray]:
         """Read every stored usage with its query vector.
@@ -387,7 +502,14 @@ class HybridRetriever:
             with self._lock:
                 if exp is not None and self._exp is exp:
                     exp.add(batch, vecs)
+                    self._train(exp, batch, vecs, rebuild=False)
                     self._exp_count += len(batch)
+        with self._lock:
+            # One SGD pass per new batch drifts from a full fit; retrain from scratch (lazily, on
+            # the next search) each time the number of past requests doubles: O(log n) refits.
+            grown = exp is not None and exp.classifier is not None and len(exp) >= 2 * max(exp.fitted, 16)
+            if grown and self._exp is exp:
+                self.invalidate()
         return len(usages)
 
     @staticmethod
@@ -539,14 +661,19 @@ class HybridRetriever:
             # A procedure without past requests is its own prototype (its description).
             p = _softmax(np.array([proto_cos.get(c, dense[c]) for c in cand]), cfg.prototype_temperature)
             proto = {c: float(p[j]) for j, c in enumerate(cand)}
+        clf = exp.classifier if exp is not None and cfg.classifier_weight > 0 else None
+        learned = _softmax(clf.logits(qv, cand, dense), 1.0) if clf is not None and len(clf) else None
         exp_w = cfg.vote_weight + cfg.prototype_weight + cfg.lexical_vote_weight
         experience = np.array(
             [cfg.vote_weight * vote.get(c, 0.0) + cfg.prototype_weight * proto.get(c, 0.0)
              + cfg.lexical_vote_weight * lex_vote.get(c, 0.0) for c in cand],
             dtype=np.float64,
         )
+        if learned is not None:
+            experience += cfg.classifier_weight * learned
+            exp_w += cfg.classifier_weight
         fused = cfg.description_weight * desc + experience
-        has_experience = bool(vote or lex_vote or proto)
+        has_experience = bool(vote or lex_vote or proto or learned is not None)
 
         # Re-rank the head with the success-rate prior (needs the records), then cut to k.
         head_n = min(len(cand), k + 5)

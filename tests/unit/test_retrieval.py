@@ -229,3 +229,41 @@ def test_loaders_name_file_and_line(tmp_path):
     assert read_queries_jsonl(bad) == [{"query": "q", "tools": ["a"]}]
     with pytest.raises(ImportFormatError, match="cannot read"):
         read_tools_jsonl(tmp_path / "missing.jsonl")
+
+
+CLASSIFIER_ONLY = {"vote_weight": 0.0, "prototype_weight": 0.0, "lexical_vote_weight": 0.0,
+                   "description_weight": 0.0, "prior_weight": 0.0, "lexical_share": 0.0}
+
+
+@pytest.mark.parametrize("reopen", [False, True])
+def test_classifier_separates_near_duplicate_tools(reopen):
+    # Two tools with the same description: only what they were used for tells them apart.
+    r = HybridRetriever(InMemoryStore(), HashingEmbedder(dim=512), config=CLASSIFIER_ONLY)
+    a, b = r.add_procedures([Procedure(kind="tool", name=n, description="Find research papers for a topic.")
+                             for n in ("ResearchFinder", "ResearchHelper")])
+    r.record_usages([(f"physics papers about {w}", a.id) for w in ("quarks", "lasers", "optics", "gravity")]
+                    + [(f"biology papers about {w}", b.id) for w in ("cells", "genes", "enzymes", "proteins")])
+    if reopen:  # a new process on the same store trains from the stored usages
+        r = HybridRetriever(r.store, r.embedder, config=CLASSIFIER_ONLY)
+    assert names(r.search("recent physics papers", k=2)) == ["ResearchFinder", "ResearchHelper"]
+    assert names(r.search("recent biology papers", k=2)) == ["ResearchHelper", "ResearchFinder"]
+    off = HybridRetriever(r.store, r.embedder, config={**CLASSIFIER_ONLY, "classifier_weight": 0.0})
+    scores = [x.score for x in off.search("recent physics papers", k=2)]
+    assert scores[0] == pytest.approx(scores[1])  # without the classifier they tie
+
+
+def test_classifier_turns_off_past_max_classes(retriever):
+    cfg = {**CLASSIFIER_ONLY, "classifier_max_classes": 1}
+    r = HybridRetriever(retriever.store, retriever.embedder, config=cfg)
+    tools = ids(r)
+    r.record_usages([("rain tomorrow in oslo", tools["WeatherTool"]), ("flights to oslo", tools["FlightBooker"])])
+    res = r.search("flights to oslo", k=6)  # still answers, from the description evidence alone
+    assert len(res) == 6
+    assert r._experience().classifier is None
+
+
+def test_classifier_config_validation():
+    for bad in ({"classifier_temperature": 0.0}, {"classifier_learning_rate": -1.0}, {"classifier_epochs": -1},
+                {"classifier_weight": math.inf}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            RetrievalConfig(**bad)
