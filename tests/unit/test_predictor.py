@@ -177,3 +177,29 @@ def test_candidates_whose_arguments_the_task_mentions_are_preferred():
     assert top == ["cat(file_name='b.txt')"]
     preds = p.predict(["ls()"], task="Show me 'b.txt' please", top_k=1)
     assert preds[0].action == "cat(file_name='b.txt')" and preds[0].reason
+
+
+def test_value_of_a_named_slot_carries_over_to_another_call():
+    p = NextActionPredictor()
+    for i in range(5):
+        tok = f"tok{i}"
+        p.learn_session([f"login(user='u{i}', access_token='{tok}')", f"list_items(page={i})",
+                         f"buy(item='pen', access_token='{tok}')"])
+    # The new session's token was given to login() two calls back; buy() reuses it by name
+    # (by type alone, the most recent string would be 'zed').
+    ctx = ["login(access_token='fresh9', user='zed')", "list_items(page=7)"]
+    assert p.rank(ctx, k=1) == ["buy(item='pen', access_token='fresh9')"]
+    assert p._slot_names("buy(item='<STR>', access_token='<STR>')") == ("item", "access_token")
+    assert p._slot_names("nmap -p <NUM> <IP>") == ("p", "")
+
+
+def test_period_two_alternation_and_gated_weights_are_learned():
+    p = NextActionPredictor()
+    seq = ["a", "b"] * 30
+    for act in seq:
+        p.observe(act, session_id="s")
+    assert p.rank(seq, k=1) == ["a"]
+    # Gate offsets exist for the context orders seen, and the ranker still explains itself.
+    assert p._wg and all(len(w) == len(p._w) for w in p._wg.values())
+    preds = p.predict(seq, top_k=2)
+    assert preds[0].action == "a" and preds[0].reason and 0.0 <= preds[0].confidence <= 1.0

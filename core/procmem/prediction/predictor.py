@@ -8,12 +8,19 @@ a few numbers (features):
   shrunk frequency ``c(a | ctx) / (n(ctx) + 1)`` (PPM escape method A; Cleary & Witten 1984)
   and whether ``a`` was the most recent continuation of the context (recency);
 * **template model** over normalised actions (seed 001's normalisation) for contexts whose
-  concrete values were never seen, with placeholders filled from the session's recent values,
-  the task text, or the slot's usual value (:mod:`procmem.learning.normalize`);
+  concrete values were never seen, with placeholders filled from the session's recent values
+  of the same slot, of a slot with the same *name* (the word before the placeholder: a keyword
+  argument such as ``access_token=``, a flag, a setting, so a value carries over between
+  different calls), of the same type, from the task text, or the slot's usual value
+  (:mod:`procmem.learning.normalize`);
+* **skip context**: how often the candidate came two actions after the action two steps back,
+  whatever came in between (a sparse context; Mahoney's PAQ sparse models, 2005);
 * **program model**: the program (first word / function name) after the last program, which
   backs off further when even the template is new;
-* **within-session repetition**: the last action and a decayed count of recent ones
-  (IPAM's observation that users repeat themselves; Davison & Hirsh 1998);
+* **within-session repetition**: the last action, whether the candidate was the action exactly
+  ``j`` steps back (``j`` = 2..6, so periodic patterns such as ``a b a b`` are learned) and a
+  decayed count of recent ones (IPAM's observation that users repeat themselves; Davison &
+  Hirsh 1998);
 * **similar past tasks**: cosine similarity of the task text's embedding to past sessions'
   task texts, voting for what those sessions did after the same step (seed 001's embedding
   similarity); and, with an embedder, the nearest known action (cosine >= the threshold) for
@@ -24,9 +31,14 @@ a few numbers (features):
 The candidates' features are scored by a conditional-logit (softmax) ranker whose weights are
 learned online by stochastic gradient ascent on the log-likelihood of the action that actually
 came next (McFadden 1974; the online mixture-of-experts view of Jacobs et al. 1991). The
-top-1 confidence is calibrated online by histogram binning of past top-1 hits (Zadrozny &
-Elkan 2001). All updates are deterministic functions of the observed sequence, so replaying
-stored sessions with :meth:`NextActionPredictor.learn_sessions` rebuilds the same model.
+weights are shared weights plus an offset vector selected by the longest context order that
+matched (0..``max_order``), both updated with the same gradient: how much to trust each
+expert depends on how much context was found, as in PAQ's mixer whose weight set is selected
+by a small context (Mahoney, "Adaptive weighing of context models for lossless data
+compression", Florida Tech. TR CS-2005-16, 2005). The top-1 confidence is calibrated online
+by histogram binning of past top-1 hits (Zadrozny & Elkan 2001). All updates are deterministic
+functions of the observed sequence, so replaying stored sessions with
+:meth:`NextActionPredictor.learn_sessions` rebuilds the same model.
 
 Streaming (:meth:`~NextActionPredictor.observe`) updates the ranker at every action. Replay
 (:meth:`~NextActionPredictor.learn_session` / ``learn_sessions``) counts every action but updates
@@ -40,6 +52,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -59,7 +72,10 @@ from procmem.types import Prediction, SessionRecord
 
 __all__ = ["NextActionPredictor"]
 
-_SOURCES = ("slot", "session", "task", "global")
+_SOURCES = ("slot", "name", "session", "task", "global")
+_GAPS = 5
+# The name of a slot: the last word before its placeholder (keyword argument, flag, setting).
+_SLOT_NAME = re.compile(r"([A-Za-z_][\w-]*)[=:@\s'\"]*$")
 
 
 def _check_action(action: Any, where: str) -> str:
@@ -90,6 +106,7 @@ class _Live:
     """The state of one session being streamed."""
 
     __slots__ = ("actions", "templates", "programs", "task", "slot_values", "type_values", "used",
+                 "name_values",
                  "task_values")
 
     def __init__(self, task: str | None) -> None:
@@ -100,6 +117,7 @@ class _Live:
         self.slot_values: dict[tuple[str, int], list[str]] = {}
         self.type_values: dict[str, list[str]] = {}
         self.used: set[str] = set()  # every value in type_values
+        self.name_values: dict[str, list[str]] = {}  # slot name -> values, most recent last
         self.task_values: dict[str, list[str]] | None = None
 
 
@@ -210,6 +228,10 @@ class NextActionPredictor:
         self._trig: dict[str, dict[str, int]] = {}
         self._trig_total: dict[str, int] = {}
         self._pnext2: dict[tuple[str, str], dict[str, int]] = {}
+        # Skip context: the action two steps back -> {action: count}.
+        self._skip: dict[str, dict[str, int]] = {}
+        self._skip_total: dict[str, int] = {}
+        self._names_cache: dict[str, tuple[str, ...]] = {}
         # Slot filling: (template, slot) -> {value: count}; source hit statistics.
         self._slot_global: dict[tuple[str, int], dict[str, int]] = {}
         self._source_stats: dict[tuple[str, int], list[int]] = {}
@@ -229,11 +251,16 @@ class NextActionPredictor:
         self._names = self._feature_names()
         self._logidx = [j for j, nm in enumerate(self._names) if log_features and (
             nm.startswith(("order", "template")) or nm in (
-                "ppm", "fill", "program", "program2", "trigger", "task_next", "task_any", "similar_action"))]
+                "ppm", "fill", "program", "program2", "trigger", "task_next", "task_any", "similar_action",
+                "skip"))]
         self._w = self._initial_weights()
         self._g2 = [0.0] * len(self._w)
+        # Context-selected weight offsets (one set per gate value) and their AdaGrad sums.
+        self._wg: dict[int, list[float]] = {}
+        self._g2g: dict[int, list[float]] = {}
+        self._gate = 0
         self._cal = [[0, 0] for _ in range(calibration_bins)]
-        self._cache: tuple[Any, list[str], list[list[float]], list[str]] | None = None
+        self._cache: tuple[Any, list[str], list[list[float]], list[str], int] | None = None
         self._live: dict[str, _Live] = {}
         self._top0: list[str] | None = None
         self._top0_min = 0
@@ -248,6 +275,8 @@ class NextActionPredictor:
         names += [f"template{i}" for i in range(1, self.template_order + 1)]
         names += ["fill", "program", "program2", "trigger", "repeat1", "recent", "in_session", "task_next",
                   "task_any", "similar_action", "success", "ppm", "in_task"]
+        names += [f"gap{i}" for i in range(2, _GAPS + 2)]
+        names += ["skip"]
         return names
 
     def _initial_weights(self) -> list[float]:
@@ -257,13 +286,15 @@ class NextActionPredictor:
                 w.append(1.0 + 0.5 * int(name[5:]))
             elif name.startswith("last"):
                 w.append(0.5)
+            elif name.startswith("gap"):
+                w.append(0.0)
             elif name.startswith("template"):
                 w.append(1.0 + 0.5 * int(name[8:]))
             else:
                 w.append({"fill": 1.0, "program": 1.0, "program2": 1.0, "trigger": 1.0, "repeat1": 0.0, "recent": 0.5,
                           "in_session": 0.5, "task_next": 2.0, "task_any": 1.0,
                           "similar_action": 1.0, "success": 0.0, "ppm": 3.0,
-                          "in_task": 0.5}[name])
+                          "in_task": 0.5, "skip": 0.5}[name])
         return w
 
     # ----------------------------------------------------------------------------- learning
@@ -440,6 +471,7 @@ class NextActionPredictor:
             cache = self._cache
             if cache is not None and cache[0] == key:
                 cands, feats = cache[1], cache[2]
+                self._gate = cache[4]
             else:
                 cands, feats, _ = self._candidates(hist, live.task, live)
             self._update_ranker(cands, feats, a)
@@ -465,6 +497,15 @@ class NextActionPredictor:
                 totals[k][ctx] += 1
             if k:
                 lasts[k][ctx] = a
+        if n >= 2:
+            b2 = hist[-2]
+            d = self._skip.get(b2)
+            if d is None:
+                self._skip[b2] = {a: 1}
+                self._skip_total[b2] = 1
+            else:
+                d[a] = d.get(a, 0) + 1
+                self._skip_total[b2] += 1
         th = live.templates
         m = len(th)
         if m:
@@ -530,12 +571,31 @@ class NextActionPredictor:
         hist.append(a)
         th.append(tpl)
         live.programs.append(prog)
-        for i, (ph, v) in enumerate(norm.values):
-            self._push(live.slot_values, (tpl, i), v)
-            self._push(live.type_values, ph, v)
-            live.used.add(v)
+        self._remember(live, tpl, norm.values)
         self._n_actions += 1
         self._cache = None
+
+    def _remember(self, live: _Live, tpl: str, values: tuple[tuple[str, str], ...]) -> None:
+        """Record a session's slot values by template slot, by type and by slot name."""
+        if not values:
+            return
+        names = self._slot_names(tpl)
+        for i, (ph, v) in enumerate(values):
+            self._push(live.slot_values, (tpl, i), v)
+            self._push(live.type_values, ph, v)
+            if i < len(names) and names[i]:
+                self._push(live.name_values, names[i], v)
+            live.used.add(v)
+
+    def _slot_names(self, tpl: str) -> tuple[str, ...]:
+        """The word just before each placeholder of a template (``"access_token"``, ``"-p"``)."""
+        names = self._names_cache.get(tpl)
+        if names is None:
+            pieces = _split_template(tpl)
+            names = tuple((m.group(1) if (m := _SLOT_NAME.search(piece)) else "")
+                          for piece in pieces[:-1])
+            self._names_cache[tpl] = names
+        return names
 
     @staticmethod
     def _push(d: dict[Any, list[str]], key: Any, value: str) -> None:
@@ -597,6 +657,9 @@ class NextActionPredictor:
 
         if live is not None:
             add(reversed(live.slot_values.get((tpl, slot), ())), "slot", 2)
+            names = self._slot_names(tpl)
+            if slot < len(names) and names[slot]:
+                add(reversed(live.name_values.get(names[slot], ())), "name", 2)
             add(reversed(live.type_values.get(ph, ())), "session", 3)
         tv = task_values.get(ph, [])
         add([v for v in tv if v not in used] + [v for v in tv if v in used], "task", 4)
@@ -607,7 +670,7 @@ class NextActionPredictor:
 
     def _source_p(self, source: str, rank: int) -> float:
         s = self._source_stats.get((source, rank))
-        prior = {"slot": 0.5, "session": 0.3, "task": 0.3, "global": 0.3}[source] / (1 + rank)
+        prior = {"slot": 0.5, "name": 0.4, "session": 0.3, "task": 0.3, "global": 0.3}[source] / (1 + rank)
         if s is None:
             return prior
         return (s[0] + 2 * prior) / (s[1] + 2)
@@ -724,6 +787,8 @@ class NextActionPredictor:
         i_rep1, i_recent, i_in = i_fill + 4, i_fill + 5, i_fill + 6
         i_tnext, i_tany, i_sim, i_succ = i_fill + 7, i_fill + 8, i_fill + 9, i_fill + 10
         i_ppm, i_intask = i_fill + 11, i_fill + 12
+        i_gap = i_intask + 1
+        i_skip = i_gap + _GAPS
 
         def vec(a: str) -> list[float]:
             v = feats.get(a)
@@ -759,6 +824,7 @@ class NextActionPredictor:
             vec(self._last[k][ctx])[i_last + k - 1] = 1.0
         for a, q in ppm.items():
             feats[a][i_ppm] = q
+        self._gate = longest
         zero = self._next[0].get(())
         if zero:
             tot0 = self._total[0][()] + 1.0
@@ -828,10 +894,7 @@ class NextActionPredictor:
                 live = _Live(task)
                 for a in hist:
                     norm = normalize_action(a)
-                    for i, (ph, v) in enumerate(norm.values):
-                        self._push(live.slot_values, (norm.template, i), v)
-                        self._push(live.type_values, ph, v)
-                        live.used.add(v)
+                    self._remember(live, norm.template, norm.values)
             for t, sc in tscore.items():
                 for a, fp in self._fill(t, live, task_values, used):
                     v = vec(a)
@@ -861,6 +924,15 @@ class NextActionPredictor:
             w *= 0.7
         if n:
             vec(hist[-1])[i_rep1] = 1.0
+        for j in range(2, min(n, _GAPS + 1) + 1):
+            vec(hist[-j])[i_gap + j - 2] = 1.0
+        if n >= 2:
+            sd = self._skip.get(hist[-2])
+            if sd:
+                stot = self._skip_total[hist[-2]] + 1.0
+                for a, c in sd.items():
+                    if a in feats:
+                        feats[a][i_skip] = c / stot
         # Program model and outcomes.
         pp = program(hist[-1]) if n else ""
         pd = self._pnext.get(pp)
@@ -914,8 +986,14 @@ class NextActionPredictor:
         self._top0_min = top[-1][1] if top else 0
         return self._top0
 
+    def _weights(self) -> list[float]:
+        wg = self._wg.get(self._gate)
+        if wg is None:
+            return self._w
+        return [a + b for a, b in zip(self._w, wg, strict=True)]
+
     def _scores(self, rows: list[list[float]]) -> list[float]:
-        w = self._w
+        w = self._weights()
         return [sum(wi * xi for wi, xi in zip(w, x, strict=False) if xi) for x in rows]
 
     @staticmethod
@@ -949,16 +1027,22 @@ class NextActionPredictor:
                 for j, xj in enumerate(x):
                     if xj:
                         grad[j] -= p * xj
+        # The shared weights and the offsets of the current gate take the same gradient step.
+        wg = self._wg.get(self._gate)
+        if wg is None:
+            wg = self._wg[self._gate] = [0.0] * len(w)
+            self._g2g[self._gate] = [0.0] * len(w)
         if self.optimizer == "sgd":
             for j, g in enumerate(grad):
                 if g:
                     w[j] += lr * g
+                    wg[j] += lr * g
             return
-        acc = self._g2
-        for j, g in enumerate(grad):
-            if g:
-                acc[j] += g * g
-                w[j] += lr * g / math.sqrt(acc[j] + 1.0)
+        for ww, acc in ((w, self._g2), (wg, self._g2g[self._gate])):
+            for j, g in enumerate(grad):
+                if g:
+                    acc[j] += g * g
+                    ww[j] += lr * g / math.sqrt(acc[j] + 1.0)
 
     def _calibrate(self, p: float) -> float:
         b = min(int(p * self.calibration_bins), self.calibration_bins - 1)
@@ -973,7 +1057,7 @@ class NextActionPredictor:
         hist = [_check_action(a, f"context[{i}]") for i, a in enumerate(context)]
         cands, rows, tpls = self._candidates(hist, task, None)
         key = (len(hist), tuple(hist[-self.max_order - 1:]), task)
-        self._cache = (key, cands, rows, tpls)
+        self._cache = (key, cands, rows, tpls, self._gate)
         scores = self._scores(rows)
         order = sorted(range(len(cands)), key=lambda i: (-scores[i], i))
         return ([cands[i] for i in order], [scores[i] for i in order],
@@ -1044,7 +1128,8 @@ class NextActionPredictor:
 
     def _reason(self, hist: list[str], x: list[float], tpl: str, sr: float | None,
                 task: str | None) -> str:
-        contrib = [(self._w[j] * xj, j) for j, xj in enumerate(x) if xj]
+        wts = self._weights()
+        contrib = [(wts[j] * xj, j) for j, xj in enumerate(x) if xj]
         if not contrib:
             return "no evidence"
         _, j = max(contrib)
@@ -1066,7 +1151,7 @@ class NextActionPredictor:
             return f"similar past task did '{tpl}' here{rate}"
         if name == "similar_action":
             return f"similar action to '{hist[-1]}' (cosine >= {self.similarity_threshold}){rate}"
-        if name in ("repeat1", "recent", "in_session"):
+        if name in ("repeat1", "recent", "in_session") or name.startswith("gap"):
             return "repeats a recent action of this session"
         if name in ("program", "program2"):
             if not hist:
@@ -1074,6 +1159,8 @@ class NextActionPredictor:
             return f"program '{program(hist[-1])}' is usually followed by this program{rate}"
         if name == "in_task":
             return f"its arguments are mentioned in the task text{rate}"
+        if name == "skip":
+            return f"usually comes two steps after '{hist[-2]}'{rate}"
         if name == "trigger":
             return f"usually comes within {self.window} steps after the recent actions{rate}"
         return f"past success of this step{rate}"
@@ -1098,10 +1185,7 @@ class NextActionPredictor:
         live = _Live(task)
         for a in hist:
             norm = normalize_action(a)
-            for i, (ph, v) in enumerate(norm.values):
-                self._push(live.slot_values, (norm.template, i), v)
-                self._push(live.type_values, ph, v)
-                live.used.add(v)
+            self._remember(live, norm.template, norm.values)
         used = set(v for vs in live.type_values.values() for v in vs)
         f = self._fill(tpl, live, extract_task_values(task) if task else {}, used, limit=1)
         return f[0][0] if f else None
