@@ -4,7 +4,8 @@ The protocol is the one of ``shared/data/README.md`` (Dawid 1984's prequential p
 predict, then learn): sessions are taken in file order; there is one model per scope key
 (``session`` → ``session_id``, ``user`` → ``user_id``, ``group`` → ``group``, ``global`` → one
 model); every action of every session is a target; the model sees the session's earlier actions
-(and its task text, the ``instructions`` joined with spaces) as context, ranks candidates, then
+(and its task text: the ``instructions`` joined with spaces, or, when the session gives a
+``turn`` per action, the instruction of that action's turn) as context, ranks candidates, then
 learns the true action; at the session's end it learns the outcome. An empty ranking is a miss.
 
 Metrics: top-1, top-3 and MRR@10 on the exact action (white space collapsed), top-1 and top-3
@@ -107,7 +108,8 @@ def load_sessions_jsonl(path: str | Path) -> list[SessionRecord]:
     """Read a sessions JSONL file (the shared format) into session records.
 
     Each line is ``{"session_id", "user_id", "group"?, "actions", "outcome"?,
-    "instructions"?, "timestamps"?}``; ``task`` becomes the instructions joined with spaces.
+    "instructions"?, "turn"?, "timestamps"?}``; ``task`` becomes the instructions joined with
+    spaces, and ``turn`` (one instruction index per action) is kept as ``turns``.
     Blank lines are skipped; unknown keys are ignored.
 
     Args:
@@ -272,7 +274,6 @@ def evaluate_next_action(
     try:
         for si, s in enumerate(sessions):
             key = _scope_key(s, scope)
-            task = s.task
             actions = [collapse_whitespace(a) for a in s.actions]
             for name, factory in factories.items():
                 model = models[name].get(key)
@@ -282,6 +283,7 @@ def evaluate_next_action(
                 ours = name == "procmem"
                 for i, truth in enumerate(actions):
                     context = actions[:i]
+                    task = s.task_at(i)  # the instruction of the action's turn, when turns are given
                     t0 = clock()
                     ranking = model.rank(context, task=task, k=10)
                     tally.add(ranking, truth, clock() - t0)

@@ -434,6 +434,10 @@ class SessionRecord(_Record):
         actions: The actions in order; at least one.
         outcome: ``"success"``, ``"failure"`` or None when unknown.
         task: The task text (instructions), if any.
+        instructions: The user's instruction of each turn, for a multi-turn session (its
+            ``task`` is then their concatenation).
+        turns: For each action, the index in ``instructions`` of the turn it answers (the
+            shared format's ``turn``); requires ``instructions``.
         user_id: Who ran it.
         group: A group of sessions solving the same task or scenario.
         timestamps: One UTC time per action, if known.
@@ -444,10 +448,18 @@ class SessionRecord(_Record):
     actions: list[str] = Field(min_length=1)
     outcome: str | None = None
     task: str | None = None
+    instructions: list[str] | None = None
+    turns: list[int] | None = None
     user_id: str | None = None
     group: str | None = None
     timestamps: list[datetime] | None = None
     namespace: str = "default"
+
+    def task_at(self, index: int) -> str | None:
+        """Return the task text in force at action ``index``: its turn's instruction, else ``task``."""
+        if self.turns is not None and self.instructions:
+            return self.instructions[self.turns[index]]
+        return self.task
 
     @field_validator("actions")
     @classmethod
@@ -472,6 +484,14 @@ class SessionRecord(_Record):
     def _stamps(self) -> SessionRecord:
         if self.timestamps is not None and len(self.timestamps) != len(self.actions):
             raise ValueError(f"timestamps has {len(self.timestamps)} items but actions has {len(self.actions)}")
+        if self.turns is not None:
+            if not self.instructions:
+                raise ValueError("turns needs instructions (the turns index into them)")
+            if len(self.turns) != len(self.actions):
+                raise ValueError(f"turns has {len(self.turns)} items but actions has {len(self.actions)}")
+            bad = next((t for t in self.turns if not 0 <= t < len(self.instructions)), None)
+            if bad is not None:
+                raise ValueError(f"turns contains {bad}, outside 0..{len(self.instructions) - 1} (the instructions)")
         return self
 
     @property

@@ -5,6 +5,7 @@ import pytest
 from procmem.errors import ConfigurationError, ImportFormatError
 from procmem.evaluation import NextActionReport, evaluate_next_action, load_sessions_jsonl
 from procmem.prediction import NextActionPredictor
+from procmem.types import SessionRecord
 
 
 def _write(path, rows):
@@ -83,3 +84,17 @@ def test_bad_options():
         evaluate_next_action([], scope="planet")
     with pytest.raises(ConfigurationError, match="unknown peer"):
         evaluate_next_action([], scope="global", peers=["oracle"])
+
+
+def test_each_target_sees_its_turns_instruction():
+    seen = []
+
+    class Spy(NextActionPredictor):
+        def rank(self, context, *, task=None, k=10):
+            seen.append(task)
+            return super().rank(context, task=task, k=k)
+
+    s = SessionRecord(session_id="t", actions=["a()", "b()", "c()"], instructions=["do a and b", "do c"],
+                      turns=[0, 0, 1], task="do a and b do c")
+    evaluate_next_action([s], scope="global", model_factory=Spy, confidence=False)
+    assert seen == ["do a and b", "do a and b", "do c"]

@@ -513,6 +513,16 @@ def test_read_sessions_jsonl(tmp_path):
     assert (reader.lines, reader.skipped, reader.warnings) == (3, 0, [])
 
 
+def test_turns_keep_each_actions_instruction(tmp_path):
+    path = write(tmp_path / "turns.jsonl", json.dumps(
+        {"session_id": "t", "actions": ["cd('docs')", "mv('a', 'b')", "grep('x')"], "turn": [0, 0, 1],
+         "instructions": ["Move a to b in docs.", "Search b for x."]}) + "\n")
+    (s,) = list(read_sessions_jsonl(path))
+    assert s.task == "Move a to b in docs. Search b for x."
+    assert [s.task_at(i) for i in range(3)] == ["Move a to b in docs.", "Move a to b in docs.", "Search b for x."]
+    assert SessionRecord.model_validate_json(s.model_dump_json()) == s  # persisted with the session
+
+
 @pytest.mark.parametrize(
     ("line", "field", "message"),
     [
@@ -528,6 +538,10 @@ def test_read_sessions_jsonl(tmp_path):
         ('{"actions": ["ls"], "outcome": "maybe"}', "outcome", "outcome must be"),
         ('{"actions": ["ls"], "instructions": [1]}', "instructions", "list of strings"),
         ('{"actions": ["ls"], "timestamps": ["2024-01-01", "x"]}', "timestamps", "has 2 items"),
+        ('{"actions": ["ls"], "instructions": ["a"], "turn": [1]}', "turn", "not an index"),
+        ('{"actions": ["ls"], "instructions": ["a"], "turn": [0, 0]}', "turn", "has 2 items"),
+        ('{"actions": ["ls"], "turn": [0]}', "turn", "needs a list of instructions"),
+        ('{"actions": ["ls"], "instructions": ["a"], "turn": ["0"]}', "turn", "list of integers"),
         ('{"actions": ["ls"], "timestamps": ["yesterday"]}', "timestamps[0]", "ISO-8601"),
     ],
 )

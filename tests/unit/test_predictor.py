@@ -203,3 +203,24 @@ def test_period_two_alternation_and_gated_weights_are_learned():
     assert p._wg and all(len(w) == len(p._w) for w in p._wg.values())
     preds = p.predict(seq, top_k=2)
     assert preds[0].action == "a" and preds[0].reason and 0.0 <= preds[0].confidence <= 1.0
+
+
+def test_turn_instructions_stream_persist_and_replay_alike():
+    turns = [("Open the report 'q3.txt'.", ["cd(folder='docs')", "cat(file='q3.txt')"]),
+             ("Now delete 'old.txt'.", ["rm(file='old.txt')"])]
+    live = NextActionPredictor(replay_stride=1)
+    for task, actions in turns:
+        for a in actions:
+            live.observe(a, session_id="s", task=task)
+    record = live.end_session("s", outcome="success")
+    assert record.instructions == [t for t, _ in turns]
+    assert record.turns == [0, 0, 1]
+    assert record.task_at(2) == "Now delete 'old.txt'."
+    replayed = NextActionPredictor(replay_stride=1)
+    replayed.learn_sessions([record])
+    ctx = ["cd(folder='docs')"]
+    assert replayed.rank(ctx, task="Open the report 'q4.txt'.") == live.rank(ctx, task="Open the report 'q4.txt'.")
+    with pytest.raises(InvalidSessionError, match="turns"):
+        replayed.learn_session(["a", "b"], task=["x"], turns=[0, 1])
+    with pytest.raises(InvalidSessionError, match="turns"):
+        replayed.learn_session(["a", "b"], task="x", turns=[0, 0])

@@ -7,7 +7,9 @@ One session per line (``/work/shared/data/README.md``)::
      "timestamps": ["2024-05-01T10:00:00Z", "2024-05-01T10:00:09Z"]}
 
 ``actions`` is required; the other keys are optional and unknown keys are ignored. A
-:class:`~procmem.types.SessionRecord` takes ``task = " ".join(instructions)``. Errors name the
+:class:`~procmem.types.SessionRecord` takes ``task = " ".join(instructions)``; a ``turn`` list
+(one instruction index per action, as in multi-turn agent logs) is kept with the instructions, so
+each action is learned and predicted with its own turn's instruction. Errors name the
 file, the line and the field: ``sessions.jsonl:12: field 'actions': must not be empty``.
 """
 
@@ -162,10 +164,12 @@ def _record(obj: Any, path: str, lineno: int) -> SessionRecord:
         raise _fail(path, lineno, "session_id",
                     f"must be a non-empty string, got {_short(session_id)}", session_id)
     instructions = obj.get("instructions")
+    turn_list: list[str] | None = None
     if isinstance(instructions, str):
         task: str | None = instructions
     elif isinstance(instructions, list) and all(isinstance(t, str) for t in instructions):
         task = " ".join(instructions) if instructions else None
+        turn_list = instructions or None
     elif instructions is None:
         task = _optional_str(obj, "task", path, lineno)
     else:
@@ -182,11 +186,25 @@ def _record(obj: Any, path: str, lineno: int) -> SessionRecord:
         timestamps = [
             _parse_time(s, f"timestamps[{i}]", path, lineno) for i, s in enumerate(stamps)
         ]
+    turns = obj.get("turn")
+    if turns is not None:
+        if not isinstance(turns, list) or not all(isinstance(t, int) and not isinstance(t, bool) for t in turns):
+            raise _fail(path, lineno, "turn", f"must be a list of integers, got {_short(turns)}", turns)
+        if turn_list is None:
+            raise _fail(path, lineno, "turn", "needs a list of instructions to index into", turns)
+        if len(turns) != len(actions):
+            raise _fail(path, lineno, "turn", f"has {len(turns)} items but actions has {len(actions)}", turns)
+        bad = next((t for t in turns if not 0 <= t < len(turn_list)), None)
+        if bad is not None:
+            raise _fail(path, lineno, "turn", f"contains {bad}, not an index of the {len(turn_list)} instructions",
+                        turns)
     fields: dict[str, Any] = {
         "session_id": session_id,
         "actions": actions,
         "outcome": obj.get("outcome"),
         "task": task,
+        "instructions": turn_list if turns is not None else None,
+        "turns": turns,
         "user_id": _optional_str(obj, "user_id", path, lineno),
         "group": _optional_str(obj, "group", path, lineno),
         "timestamps": timestamps,

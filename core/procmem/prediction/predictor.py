@@ -106,8 +106,7 @@ class _Live:
     """The state of one session being streamed."""
 
     __slots__ = ("actions", "templates", "programs", "task", "slot_values", "type_values", "used",
-                 "name_values",
-                 "task_values")
+                 "name_values", "task_values", "tasks")
 
     def __init__(self, task: str | None) -> None:
         self.actions: list[str] = []
@@ -119,6 +118,7 @@ class _Live:
         self.used: set[str] = set()  # every value in type_values
         self.name_values: dict[str, list[str]] = {}  # slot name -> values, most recent last
         self.task_values: dict[str, list[str]] | None = None
+        self.tasks: list[str | None] = []  # the task in force at each action (turns change it)
 
 
 class NextActionPredictor:
@@ -307,6 +307,7 @@ class NextActionPredictor:
         task: str | Sequence[str] | None = None,
         timestamps: Sequence[Any] | None = None,
         session_id: str | None = None,
+        turns: Sequence[int] | None = None,
     ) -> None:
         """Learn one whole session (seed 001's ``learn_workflow``).
 
@@ -318,13 +319,16 @@ class NextActionPredictor:
         Args:
             actions: The actions in order; at least one non-blank string.
             outcome: ``"success"``/``"failure"``, a bool, or None when unknown.
-            task: Task text, or a list of instruction texts (joined with spaces).
+            task: Task text, or a list of instruction texts (joined with spaces, or one per
+                turn with ``turns``).
             timestamps: One per action if given (checked, otherwise unused).
             session_id: Identifier; a fresh one is used when omitted.
+            turns: For a multi-turn session, one index into ``task`` (a list) per action: the
+                turn's instruction is the task text of that action, as when it was streamed.
 
         Raises:
-            InvalidSessionError: Empty actions, a blank action, bad outcome, or timestamps of
-                the wrong length.
+            InvalidSessionError: Empty actions, a blank action, bad outcome, or timestamps or
+                turns of the wrong length or range.
         """
         if isinstance(actions, str) or not isinstance(actions, Sequence) or len(actions) == 0:
             raise InvalidSessionError(
@@ -337,15 +341,32 @@ class NextActionPredictor:
         flag = _outcome_flag(outcome)
         clean = [_check_action(a, f"actions[{i}]") for i, a in enumerate(actions)]
         sid = session_id if session_id is not None else f"__replay_{self._n_sessions}"
-        text = self._task_text(task)
+        texts = self._turn_texts(task, turns, len(clean)) if turns is not None else None
+        text = self._task_text(task) if texts is None else None
         self._live.pop(sid, None)
         stride = self.replay_stride
         online = self.online
-        for a in clean:
+        for i, a in enumerate(clean):
             # Replay updates the ranker on every ``replay_stride``-th action (counted over the
             # whole model), so replay stays deterministic and fast.
-            self._observe(a, sid, text, online and self._n_actions % stride == 0)
+            self._observe(a, sid, text if texts is None else texts[i], online and self._n_actions % stride == 0)
         self._end(sid, flag)
+
+    def _turn_texts(self, task: Any, turns: Sequence[int], n: int) -> list[str | None]:
+        """Return the task text of each of ``n`` actions: its turn's instruction."""
+        if isinstance(task, str) or not isinstance(task, Sequence) or not all(isinstance(t, str) for t in task):
+            raise InvalidSessionError(f"turns needs task as a list of instruction strings, got {task!r}"[:200],
+                                      field="task", value=task)
+        if isinstance(turns, str) or not isinstance(turns, Sequence) or len(turns) != n:
+            raise InvalidSessionError(f"turns must be a list of one instruction index per action ({n}), "
+                                      f"got {turns!r}"[:200], field="turns", value=turns)
+        out: list[str | None] = []
+        for i, t in enumerate(turns):
+            if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < len(task):
+                raise InvalidSessionError(f"turns[{i}] must be an index into the {len(task)} instructions, "
+                                          f"got {t!r}", field="turns", value=t)
+            out.append(task[t].strip() or None)
+        return out
 
     def learn_sessions(
         self,
@@ -384,6 +405,9 @@ class NextActionPredictor:
         for s in chunk:
             task = s.task if isinstance(s, SessionRecord) else (
                 (s.get("task") or s.get("instructions")) if isinstance(s, dict) else None)
+            if isinstance(s, SessionRecord) and s.turns is not None and s.instructions:
+                texts.update(t.strip() for t in s.instructions if t.strip() and t.strip() not in self._task_cache)
+                continue
             try:
                 text = self._task_text(task)
             except InvalidSessionError:
@@ -397,12 +421,15 @@ class NextActionPredictor:
 
     def _learn_one(self, s: Any, n: int) -> int:
         if isinstance(s, SessionRecord):
-            self.learn_session(s.actions, outcome=s.outcome, task=s.task,
-                               session_id=s.session_id)
+            turned = s.turns is not None and bool(s.instructions)
+            self.learn_session(s.actions, outcome=s.outcome, task=s.instructions if turned else s.task,
+                               session_id=s.session_id, turns=s.turns if turned else None)
         elif isinstance(s, dict):
+            turns = s.get("turns", s.get("turn"))
             self.learn_session(s.get("actions") or [], outcome=s.get("outcome"),
-                               task=s.get("task") or s.get("instructions"),
-                               session_id=s.get("session_id"))
+                               task=s.get("instructions") if turns is not None else (
+                                   s.get("task") or s.get("instructions")),
+                               session_id=s.get("session_id"), turns=turns)
         else:
             raise InvalidSessionError(
                 f"session must be a SessionRecord or dict, got {type(s).__name__}",
@@ -415,7 +442,8 @@ class NextActionPredictor:
         Args:
             action: The action just taken.
             session_id: The session it belongs to; a new id starts a new session.
-            task: The session's task text (used when the session starts).
+            task: The task text in force; a new text (the next turn's instruction in a
+                multi-turn session) replaces the session's current one, None keeps it.
 
         Raises:
             InvalidSessionError: The action is blank or not a string.
@@ -441,9 +469,13 @@ class NextActionPredictor:
         live = self._live.get(session_id)
         if live is None:
             return None
+        distinct = list(dict.fromkeys(t for t in live.tasks if t is not None))
+        turned = len(distinct) > 1 and all(t is not None for t in live.tasks)
         record = SessionRecord(session_id=session_id, actions=list(live.actions),
                                outcome=None if flag is None else ("success" if flag else "failure"),
-                               task=live.task)
+                               task=" ".join(distinct) if turned else live.task,
+                               instructions=distinct if turned else None,
+                               turns=[distinct.index(t) for t in live.tasks] if turned else None)
         self._end(session_id, flag)
         return record
 
@@ -462,9 +494,10 @@ class NextActionPredictor:
         live = self._live.get(sid)
         if live is None:
             live = self._live[sid] = _Live(task)
-        elif live.task is None and task is not None:
-            live.task = task
+        elif task is not None and task != live.task:
+            live.task = task  # a new turn's instruction
             live.task_values = None
+        live.tasks.append(live.task)
         hist = live.actions
         if rank:
             key = (len(hist), tuple(hist[-self.max_order - 1:]), live.task)
