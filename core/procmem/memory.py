@@ -908,6 +908,7 @@ class ProceduralMemory:
         namespace: str,
         user_id: str | None = None,
         group: str | None = None,
+        turns: Sequence[int] | None = None,
     ) -> SessionRecord:
         if isinstance(actions, (str, bytes)) or not isinstance(actions, Sequence):
             raise InvalidSessionError(
@@ -915,12 +916,20 @@ class ProceduralMemory:
             )
         # Seed 001 passes [{"command": "git status"}, ...].
         actions = [a.get("command", a.get("action")) if isinstance(a, Mapping) else a for a in actions]
+        instructions = None
+        if turns is not None:
+            if not isinstance(task, (list, tuple)):
+                raise InvalidSessionError(f"turns needs task as a list of instructions, got {task!r}"[:200],
+                                          field="task", value=task)
+            instructions = list(task)
         if isinstance(task, (list, tuple)):
             task = " ".join(str(t) for t in task)
         data = {
             "actions": list(actions),
             "outcome": outcome,
             "task": task,
+            "instructions": instructions,
+            "turns": list(turns) if turns is not None else None,
             "timestamps": timestamps,
             "namespace": namespace,
             "user_id": user_id,
@@ -942,6 +951,7 @@ class ProceduralMemory:
         session_id: str | None = None,
         timestamps: Sequence[Any] | None = None,
         namespace: str | None = None,
+        turns: Sequence[int] | None = None,
     ) -> SessionRecord:
         """Learn one logged session of actions and its outcome (seed 001's ``learn_workflow``).
 
@@ -955,15 +965,19 @@ class ProceduralMemory:
             session_id: Id of the session; re-learning a stored id is a no-op.
             timestamps: One time per action, if known.
             namespace: Whose memory (default: this memory's).
+            turns: For a multi-turn session, one index into ``task`` (then a list of the
+                turns' instructions) per action: each action is learned with its turn's
+                instruction.
 
         Returns:
             The stored session record.
 
         Raises:
-            InvalidSessionError: Empty or non-text actions, bad outcome, mismatched timestamps.
+            InvalidSessionError: Empty or non-text actions, bad outcome, mismatched timestamps
+                or turns.
         """
         ns = self._ns(namespace)
-        record = self._session(actions, outcome, task, session_id, timestamps, ns)
+        record = self._session(actions, outcome, task, session_id, timestamps, ns, turns=turns)
         self.learn_sessions([record])
         return record
 

@@ -374,6 +374,23 @@ def test_learn_session_validates(memory):
     assert memory.stats()["sessions"] == 0
 
 
+def test_multi_turn_session_survives_a_restart(tmp_path, embedder):
+    path = tmp_path / "turns.sqlite3"
+    m = ProceduralMemory(path=path, embedder=embedder)
+    rec = m.learn_session(["cd docs", "cat q3.txt", "rm old.txt"], "success",
+                          ["Open the report q3.txt.", "Now delete old.txt."], turns=[0, 0, 1])
+    assert rec.task_at(2) == "Now delete old.txt."
+    with pytest.raises(InvalidSessionError, match="turns"):
+        m.learn_session(["a"], "success", "one text", turns=[0])
+    with pytest.raises(InvalidSessionError):
+        m.learn_session(["a", "b"], "success", ["only turn"], turns=[0, 1])
+    m.close()
+    again = ProceduralMemory(path=path, embedder=embedder)
+    (stored,) = list(again.store.iter_sessions())
+    assert (stored.instructions, stored.turns) == (rec.instructions, [0, 0, 1])
+    again.close()
+
+
 def test_seed001_learn_workflow_and_observe_stream(memory):
     memory.learn_workflow([{"command": "npm install"}, {"command": "npm test"}, {"command": "git commit"}], "success")
     preds = memory.predict_next_action(["npm install"], top_k=2)
