@@ -224,3 +224,14 @@ def test_turn_instructions_stream_persist_and_replay_alike():
         replayed.learn_session(["a", "b"], task=["x"], turns=[0, 1])
     with pytest.raises(InvalidSessionError, match="turns"):
         replayed.learn_session(["a", "b"], task="x", turns=[0, 0])
+
+
+def test_similar_past_turns_vote_for_what_they_did():
+    # Each past session had two turns; only turn-level memory says which instruction led to du().
+    m = NextActionPredictor(embedder=HashingEmbedder(dim=256))
+    for i in range(4):
+        m.learn_session(["ls()", "du()"], outcome="success", task=["list the files here", "show the disk usage"],
+                        turns=[0, 1], session_id=f"s{i}")
+    m.learn_session(["ls()"], outcome="success", task="list the files", session_id="extra")
+    assert m.rank(["cd(folder='x')"], task="show the disk usage now")[0] == "du()"
+    assert m.rank(["cd(folder='x')"], task="list the files now")[0] == "ls()"

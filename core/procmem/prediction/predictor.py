@@ -22,9 +22,9 @@ a few numbers (features):
   decayed count of recent ones (IPAM's observation that users repeat themselves; Davison &
   Hirsh 1998);
 * **similar past tasks**: cosine similarity of the task text's embedding to past sessions'
-  task texts, voting for what those sessions did after the same step (seed 001's embedding
-  similarity); and, with an embedder, the nearest known action (cosine >= the threshold) for
-  an action never seen before;
+  task texts (to each past *turn's* instruction in multi-turn sessions), voting for what those
+  sessions or turns did after the same step (seed 001's embedding similarity); and, with an
+  embedder, the nearest known action (cosine >= the threshold) for an action never seen before;
 * **outcomes**: the success rate of the transition (graph edge) in past sessions;
 * **task mentions**: the share of the candidate's argument values that the task text mentions.
 
@@ -665,8 +665,15 @@ class NextActionPredictor:
                     po = self._pattern_outcomes[g] = [0, 0]
                 po[idx - 1] += 1
         if live.task is not None and self.embedder is not None:
-            self._task_rows.append(self._embed_task(live.task))
-            self._task_templates.append(list(th))
+            turns = list(dict.fromkeys(live.tasks))
+            if len(turns) > 1 and None not in turns:
+                # A multi-turn session: one past "task" per turn, its instruction and its actions.
+                for text in turns:
+                    self._task_rows.append(self._embed_task(text))
+                    self._task_templates.append([t for t, x in zip(th, live.tasks, strict=True) if x == text])
+            else:
+                self._task_rows.append(self._embed_task(live.task))
+                self._task_templates.append(list(th))
             self._task_matrix = None
 
     # ----------------------------------------------------------------------- slot filling
