@@ -23,17 +23,23 @@ vector and ``has_vec = False``, which vector search filters out.
 Every collection is created with ``embedding_function=None`` (Chroma never downloads or runs its
 default model: procmem always passes its own vectors) and cosine space.
 
-**Lexical search.** Chroma's local server has no BM25, so :meth:`ChromaStore.lexical_search`
-fetches the documents that contain a query word (``where_document`` ``$contains " word "``;
-documents are stored as their lower-cased words between single spaces, so this matches whole
-words), then ranks them with Okapi BM25 (Robertson & Zaragoza, "The Probabilistic Relevance
+**Lexical search.** Chroma's local server has no BM25 (its sparse-vector ``Search`` API runs
+only on distributed and hosted Chroma), so :meth:`ChromaStore.lexical_search` lists the ids of
+the documents that contain a query word (``where_document`` ``$contains " word "``; documents
+are stored as their lower-cased words between single spaces, so this matches whole words),
+then reads and ranks them with Okapi BM25 (Robertson & Zaragoza, "The Probabilistic Relevance
 Framework: BM25 and Beyond", 2009; ``k1 = 1.2``, ``b = 0.75``, the non-negative idf
-``ln(1 + (N - df + 0.5) / (df + 0.5))``). Document frequencies are exact and, as in SQLite
-FTS5, counted over the whole collection even when a filter narrows the ranking; ``N`` is the
-collection's count; the mean document length comes from a stats record in the ``meta``
-collection, updated by each write (concurrent writers in several processes may let it drift
-slightly, which only changes length normalisation; :meth:`ChromaStore.rebuild_stats`
-recomputes it). Unlike the SQLite store, words are not stemmed and fields are not weighted.
+``ln(1 + (N - df + 0.5) / (df + 0.5))``). Document frequencies are exact up to
+``max_lexical_candidates`` and, as in SQLite FTS5, counted over the whole collection even when
+a filter narrows the ranking; ``N`` is the collection's count; the mean document length comes
+from a stats record in the ``meta`` collection, updated by each write (concurrent writers in
+several processes may let it drift slightly, which only changes length normalisation;
+:meth:`ChromaStore.rebuild_stats` recomputes it). Reading documents is the slow part, so
+candidates are read in order of an upper bound on their score, and reading stops when no unread
+candidate can enter the top k (MaxScore; Turtle & Flood, "Query evaluation: strategies and
+optimizations", 1995): a common word no longer means reading every document that contains it,
+and the ranking is the same as scoring them all. Unlike the SQLite store, words are not
+stemmed and fields are not weighted.
 
 **Writes.** Chroma has no transaction spanning collections. Inputs are validated (shapes,
 dimensions, finiteness) before anything is written, so a refused write changes nothing. Writes
@@ -50,6 +56,7 @@ update (use the SQLite store, or one writer process, when counters must be exact
 from __future__ import annotations
 
 import hashlib
+import heapq
 import math
 import re
 import threading
@@ -193,8 +200,9 @@ class ChromaStore(ProcedureStore):
         headers: Extra HTTP headers for the server (e.g. an auth token).
         hnsw: Extra HNSW options of new collections (``ef_search``, ``ef_construction``,
             ``max_neighbors``); the space is always cosine.
-        max_lexical_candidates: Most documents fetched for one lexical search; queries whose
-            words occur in more documents are ranked among the first this many.
+        max_lexical_candidates: Most documents listed per word of a lexical search; a word that
+            occurs in more documents counts as occurring in this many (its document frequency
+            is capped) and only the first this many are ranked.
 
     Raises:
         ConfigurationError: Invalid or conflicting options, or another embedding model.
@@ -850,34 +858,115 @@ class ChromaStore(ProcedureStore):
             # SQLite FTS5) and the candidates. Reading documents by id afterwards is much faster
             # than asking Chroma for them together with a where_document filter.
             matches = {t: col.get(where_document=_contains(t), include=[], limit=limit)["ids"] for t in terms}
+        df = {t: len(ids) for t, ids in matches.items() if ids}
+        if not df:
+            return []
+        total = int(self._meta().get("bm25_total_len", 0))
+        if total <= 0 or not n_docs:
+            return self._bm25_all(matches, df, n_docs, k, namespace, kinds, tags)
+        avgdl = total / n_docs
+        n_docs = max(n_docs, len({pid for ids in matches.values() for pid in ids}))
+        idf = {t: math.log(1.0 + (n_docs - f + 0.5) / (f + 0.5)) for t, f in df.items()}
+        # MaxScore (Turtle & Flood 1995): a word adds less than idf * (k1 + 1) to a document's
+        # score, so the sum over the words a candidate contains bounds its score. Candidates are
+        # read best bound first, and reading stops once the k-th best score found (among those
+        # that pass the filters) beats the next bound: the result is the same as scoring all.
+        # A word listed only up to ``limit`` may occur in any candidate: it counts in every bound.
+        capped = sum(idf[t] * (BM25_K1 + 1.0) for t, ids in matches.items() if len(ids) >= limit)
+        bound = dict.fromkeys((pid for ids in matches.values() for pid in ids), capped)
+        for t, ids in matches.items():
+            if len(ids) < limit:
+                for pid in ids:
+                    bound[pid] += idf[t] * (BM25_K1 + 1.0)
+        order = sorted(bound, key=lambda pid: (-bound[pid], pid))
+        keep = _keep(namespace, kinds, tags)
+        scores: dict[str, float] = {}
+        passes: dict[str, bool] = {}
+        top: list[tuple[str, float]] = []
+        start, step = 0, 256
+        while start < len(order) and not (len(top) >= k and top[-1][1] > bound[order[start]]):
+            chunk = order[start : start + step]
+            start, step = start + len(chunk), min(2 * step, 4096)
+            docs = self._get_ids("procedures", chunk, ["documents"], "lexical search")
+            for pid, row in docs.items():
+                score = self._bm25(row["documents"] or "", idf, avgdl)
+                if score > 0.0:
+                    scores[pid] = score
+            top = self._top_passing(scores, passes, k, None if where is None else keep)
+        return top
+
+    @staticmethod
+    def _bm25(document: str, idf: dict[str, float], avgdl: float) -> float:
+        """Okapi BM25 of one stored document for the query words in ``idf`` (0.0 if none occurs)."""
+        toks = document.split()
+        tf = Counter(t for t in toks if t in idf)
+        if not tf:
+            return 0.0
+        norm = BM25_K1 * (1.0 - BM25_B + BM25_B * len(toks) / max(avgdl, 1e-9))
+        return sum(idf[t] * f * (BM25_K1 + 1.0) / (f + norm) for t, f in tf.items())
+
+    def _top_passing(
+        self,
+        scores: dict[str, float],
+        passes: dict[str, bool],
+        k: int,
+        keep: Callable[[dict[str, Any]], bool] | None,
+    ) -> list[tuple[str, float]]:
+        """The best ``k`` scored candidates that pass ``keep``, reading metadata only as far as needed.
+
+        ``passes`` caches the verdicts across calls, so a candidate's metadata is read at most once.
+        """
+
+        def order(x: tuple[str, float]) -> tuple[float, str]:
+            return -x[1], x[0]
+
+        if keep is None:
+            return heapq.nsmallest(k, scores.items(), key=order)
+        m = max(2 * k, 32)
+        while True:
+            best = heapq.nsmallest(m, ((p, s) for p, s in scores.items() if passes.get(p, True)), key=order)
+            unknown = [pid for pid, _ in best if pid not in passes]
+            if unknown:
+                got = self._get_ids("procedures", unknown, ["metadatas"], "lexical search")
+                for pid in unknown:
+                    row = got.get(pid)
+                    passes[pid] = row is not None and keep(row["metadatas"] or {})
+            top = [(pid, score) for pid, score in best if passes[pid]]
+            if len(top) >= k or len(best) < m:
+                return top[:k]
+            m *= 2
+
+    def _bm25_all(
+        self,
+        matches: dict[str, list[str]],
+        df: dict[str, int],
+        n_docs: int,
+        k: int,
+        namespace: str | None,
+        kinds: Sequence[str] | None,
+        tags: Sequence[str] | None,
+    ) -> list[tuple[str, float]]:
+        """Score every candidate: the path for a store without corpus statistics (mean length unknown)."""
         candidates = list(dict.fromkeys(pid for ids in matches.values() for pid in ids))
-        df = {t: len(ids) for t, ids in matches.items()}
+        where = _where(namespace, kinds, tags)
         # Filters are applied here: Chroma's get(ids=..., where=...) is far slower than a read by id.
         include = ["documents"] if where is None else ["documents", "metadatas"]
         docs = self._get_ids("procedures", candidates, include, "lexical search")
         keep = _keep(namespace, kinds, tags)
-        termset = set(terms)
-        tfs: list[tuple[str, Counter[str], int]] = []
+        lengths: dict[str, int] = {}
         for pid, row in docs.items():
             if where is not None and not keep(row["metadatas"] or {}):
                 continue
             toks = (row["documents"] or "").split()
-            tf = Counter(t for t in toks if t in termset)
-            if tf:
-                tfs.append((pid, tf, len(toks)))
-        if not tfs:
+            if any(t in df for t in toks):
+                lengths[pid] = len(toks)
+        if not lengths:
             return []
-        total = int(self._meta().get("bm25_total_len", 0))
-        avgdl = total / n_docs if total > 0 and n_docs else sum(n for _, _, n in tfs) / len(tfs)
-        n_docs = max(n_docs, len(tfs))
-        idf = {t: math.log(1.0 + (n_docs - df[t] + 0.5) / (df[t] + 0.5)) for t in termset if df.get(t)}
-        scored = []
-        for pid, tf, dl in tfs:
-            norm = BM25_K1 * (1.0 - BM25_B + BM25_B * dl / max(avgdl, 1e-9))
-            score = sum(idf.get(t, 0.0) * f * (BM25_K1 + 1.0) / (f + norm) for t, f in tf.items())
-            scored.append((pid, score))
-        scored.sort(key=lambda x: (-x[1], x[0]))
-        return scored[:k]
+        avgdl = sum(lengths.values()) / len(lengths)
+        n_docs = max(n_docs, len(lengths))
+        idf = {t: math.log(1.0 + (n_docs - f + 0.5) / (f + 0.5)) for t, f in df.items()}
+        scores = {pid: self._bm25(docs[pid]["documents"] or "", idf, avgdl) for pid in lengths}
+        return sorted(scores.items(), key=lambda x: (-x[1], x[0]))[:k]
 
     # ------------------------------------------------------------------ usages, outcomes
     def add_usages(self, usages: Sequence[Usage], embeddings: np.ndarray) -> None:
