@@ -221,3 +221,44 @@ def test_memory_facade_on_chroma(tmp_path, embedder):
     assert memory.save(out) >= 1
     other = ProceduralMemory(store=ChromaStore(path=tmp_path / "c2"), embedder=embedder, mining=mining)
     assert other.load(out)["procedures"] >= 1
+
+
+def test_lexical_search_equals_scoring_every_document(tmp_path):
+    # The early-stopping (MaxScore) search must return the k best BM25 scores of the whole
+    # collection: checked against BM25 computed here over every stored document.
+    import math
+    from collections import Counter
+
+    rng = np.random.default_rng(7)
+    vocab = [f"w{i}" for i in range(25)]  # few words: every one is common
+    store = ChromaStore(path=tmp_path / "chroma")
+    procs = [Procedure(kind="tool", name=f"p{i}", namespace="a" if i % 2 else "b",
+                       description=" ".join(rng.choice(vocab, size=int(rng.integers(3, 12)))))
+             for i in range(700)]
+    vecs = rng.standard_normal((len(procs), 8)).astype(np.float32)
+    store.put(procs, vecs / np.linalg.norm(vecs, axis=1, keepdims=True))
+    got = store._col("procedures").get(include=["documents", "metadatas"])
+    docs = {pid: (doc.split(), meta) for pid, doc, meta in zip(got["ids"], got["documents"], got["metadatas"])}
+    avgdl = store._meta()["bm25_total_len"] / len(docs)
+
+    def oracle(query: str, namespace: str | None) -> list[float]:
+        words = set(query.split())
+        df = {w: sum(w in toks for toks, _ in docs.values()) for w in words}
+        idf = {w: math.log(1 + (len(docs) - f + 0.5) / (f + 0.5)) for w, f in df.items() if f}
+        scores = []
+        for toks, meta in docs.values():
+            if namespace is not None and meta.get("namespace") != namespace:
+                continue
+            tf = Counter(t for t in toks if t in idf)
+            norm = 1.2 * (1 - 0.75 + 0.75 * len(toks) / avgdl)
+            s = sum(idf[w] * f * 2.2 / (f + norm) for w, f in tf.items())
+            if s > 0:
+                scores.append(s)
+        return sorted(scores, reverse=True)[:10]
+
+    for q in ("w1 w2 w3", "w4", "w5 w5 w9 w20", "w7 w11"):
+        for ns in (None, "a"):
+            hits = store.lexical_search(q, k=10, namespace=ns)
+            assert len(hits) == 10
+            assert [s for _, s in hits] == pytest.approx(oracle(q, ns)), (q, ns)
+    store.close()
