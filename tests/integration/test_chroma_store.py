@@ -238,7 +238,8 @@ def test_lexical_search_equals_scoring_every_document(tmp_path):
     vecs = rng.standard_normal((len(procs), 8)).astype(np.float32)
     store.put(procs, vecs / np.linalg.norm(vecs, axis=1, keepdims=True))
     got = store._col("procedures").get(include=["documents", "metadatas"])
-    docs = {pid: (doc.split(), meta) for pid, doc, meta in zip(got["ids"], got["documents"], got["metadatas"])}
+    rows = zip(got["ids"], got["documents"], got["metadatas"], strict=True)
+    docs = {pid: (doc.split(), meta) for pid, doc, meta in rows}
     avgdl = store._meta()["bm25_total_len"] / len(docs)
 
     def oracle(query: str, namespace: str | None) -> list[float]:
