@@ -46,12 +46,13 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from procmem import MiningConfig, ProceduralMemory
 from procmem.embeddings import HashingEmbedder
-from procmem.prediction import NextActionPredictor
+from procmem.prediction import PEERS, NextActionPredictor
 from procmem.types import SessionRecord
 
 _PROGRAMS = {
@@ -237,21 +238,25 @@ def _contexts(gen: Sessions, n: int) -> list[list[str]]:
     return out
 
 
-def _time_queries(pred: NextActionPredictor, contexts: Sequence[list[str]]) -> dict[str, list[float]]:
-    pred.predict(contexts[0], top_k=3)  # warm caches
+def _time_queries(pred: Any, contexts: Sequence[list[str]]) -> dict[str, list[float]]:
+    """Latencies (ms) of ``predict(top_k=3)`` (procmem only: the peers have no confidences) and ``rank(k=10)``."""
+    has_predict = hasattr(pred, "predict")
+    if has_predict:
+        pred.predict(contexts[0], top_k=3)  # warm caches
     pred.rank(contexts[0], k=10)
     out: dict[str, list[float]] = {"predict top_k=3": [], "rank k=10": []}
     for ctx in contexts:
-        t0 = time.perf_counter()
-        pred.predict(ctx, top_k=3)
-        out["predict top_k=3"].append((time.perf_counter() - t0) * 1000.0)
+        if has_predict:
+            t0 = time.perf_counter()
+            pred.predict(ctx, top_k=3)
+            out["predict top_k=3"].append((time.perf_counter() - t0) * 1000.0)
         t0 = time.perf_counter()
         pred.rank(ctx, k=10)
         out["rank k=10"].append((time.perf_counter() - t0) * 1000.0)
     return out
 
 
-def _top1(pred: NextActionPredictor, gen: Sessions, n: int) -> float:
+def _top1(pred: Any, gen: Sessions, n: int) -> float:
     """Top-1 accuracy on ``n`` held-out (context, next action) pairs: a sanity check that it learned."""
     hits = 0
     for _ in range(n):
@@ -262,14 +267,23 @@ def _top1(pred: NextActionPredictor, gen: Sessions, n: int) -> float:
     return hits / n
 
 
-def bench_memory(args: argparse.Namespace) -> None:
+def _learn(pred: Any, chunk: list[dict]) -> None:
+    if isinstance(pred, NextActionPredictor):
+        pred.learn_sessions(chunk)
+        return
+    for s in chunk:  # a peer: the same sessions, one by one
+        pred.learn_session(s["actions"], outcome=s.get("outcome"), session_id=s.get("session_id"))
+
+
+def bench_memory(args: argparse.Namespace, model: str = "procmem") -> None:
+    """Learn ``args.transitions`` transitions with ``model`` ("procmem" or a peer name) and time it."""
     gen = Sessions(vocab=args.vocab, procedures=args.procedures, procedure_share=args.procedure_share, seed=args.seed)
     held_out = Sessions(
         vocab=args.vocab, procedures=args.procedures, procedure_share=args.procedure_share, seed=args.seed
     )
     held_out.rng = np.random.default_rng(args.seed + 1)  # same commands and procedures, other sessions
     contexts = _contexts(held_out, args.queries)
-    pred = NextActionPredictor()
+    pred: Any = NextActionPredictor() if model == "procmem" else PEERS[model]()
     gc.collect()
     rss0 = _rss_bytes()
     done = {"transitions": 0, "actions": 0, "sessions": 0}
@@ -284,7 +298,7 @@ def bench_memory(args: argparse.Namespace) -> None:
             done["sessions"] += 1
             yield s
 
-    print(f"Learning {args.transitions:,} transitions (no embedder)", flush=True)
+    print(f"{model}: learning {args.transitions:,} transitions (no embedder)", flush=True)
     stream = counted(gen.until(args.transitions))
     while True:
         chunk = []
@@ -295,7 +309,7 @@ def bench_memory(args: argparse.Namespace) -> None:
         if not chunk:
             break
         t0 = time.perf_counter()
-        pred.learn_sessions(chunk)
+        _learn(pred, chunk)
         t_learn += time.perf_counter() - t0
         rss = _rss_bytes()
         print(
@@ -313,24 +327,27 @@ def bench_memory(args: argparse.Namespace) -> None:
     rss = _rss_bytes()
     lat = _time_queries(pred, contexts)
     top1 = _top1(pred, held_out, args.queries)
-    stats = {k: v for k, v in pred.stats().items() if k != "weights"}
-    print(f"  predictor: {stats}", flush=True)
+    if hasattr(pred, "stats"):
+        stats = {k: v for k, v in pred.stats().items() if k != "weights"}
+        print(f"  predictor: {stats}", flush=True)
     rows = [
         [
+            model,
             f"{done['transitions']:,}",
             f"{done['sessions']:,}",
             f"{done['actions'] / t_learn:,.0f}",
             f"{t_learn:,.0f}",
             f"{(rss - rss0) / 2**30:.2f}",
             f"{(rss - rss0) / done['transitions']:,.0f}",
-            *(f"{x:.2f}" for name in lat for x in _percentiles(lat[name])),
+            *(f"{x:.2f}" if lat[name] else "-" for name in lat for x in _percentiles(lat[name] or [0.0])),
             f"{top1:.3f}",
         ]
     ]
     _table(
-        f"NextActionPredictor in memory: bulk replay (learn_sessions), no embedder, {len(contexts)} held-out"
+        f"{model} in memory: bulk replay (learn_session[s]), no embedder, {len(contexts)} held-out"
         f" contexts, vocabulary {len(gen.commands):,} commands",
         [
+            "model",
             "transitions",
             "sessions",
             "learn actions/s",
@@ -424,7 +441,8 @@ def bench_persistence(args: argparse.Namespace, tmp: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print its tables; returns the exit status."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=["all", "memory", "persistence"], default="all")
+    parser.add_argument("--part", choices=["all", "memory", "peers", "persistence"], default="all")
+    parser.add_argument("--peers", default="ppm5,markov1", help="comma-separated peers measured in the same run")
     parser.add_argument("--transitions", type=int, default=10_000_000, help="transitions learned in memory")
     parser.add_argument(
         "--persist-transitions",
@@ -451,8 +469,13 @@ def main(argv: list[str] | None = None) -> int:
     # Each part runs in a fresh process, so that its resident-memory figures start clean.
     spawn = multiprocessing.get_context("spawn")
     try:
+        peers = [p.strip() for p in args.peers.split(",") if p.strip()]
+        unknown = [p for p in peers if p not in PEERS]
+        if unknown:
+            parser.error(f"unknown peers {unknown}; known: {', '.join(PEERS)}")
         for part, target, part_args in (
             ("memory", bench_memory, (args,)),
+            *(("peers", bench_memory, (args, peer)) for peer in peers),
             ("persistence", bench_persistence, (args, tmp)),
         ):
             if args.part in ("all", part):
