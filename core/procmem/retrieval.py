@@ -164,6 +164,7 @@ class _Experience:
     fitted: int = 0  # past requests when the classifier was last trained from scratch
     _arrays: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
     _proto: dict[str | None, tuple[list[str], np.ndarray]] = field(default_factory=dict)
+    _proto_rows: dict[str | None, dict[str, int]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.queries)
@@ -193,6 +194,7 @@ class _Experience:
                 self.sums[key] = np.array(v, dtype=np.float32) if s is None else s + v
         self._arrays = None
         self._proto = {}
+        self._proto_rows = {}
 
     def _postings(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         if self._arrays is None:
@@ -224,6 +226,18 @@ class _Experience:
         top = np.argpartition(-scores, k - 1)[:k] if k < n else np.arange(n)
         top = top[np.argsort(-scores[top], kind="stable")]
         return [(int(i), float(scores[i])) for i in top if scores[i] > 0]
+
+    def prototype_cos(self, namespace: str | None, pids: Sequence[str], q: np.ndarray) -> dict[str, float]:
+        """Return the cosine of ``q`` and the prototype of each of ``pids`` that has one."""
+        ids, mat = self.prototypes(namespace)
+        row = self._proto_rows.get(namespace)
+        if row is None:
+            row = self._proto_rows[namespace] = {pid: i for i, pid in enumerate(ids)}
+        hit = [(pid, row[pid]) for pid in pids if pid in row]
+        if not hit:
+            return {}
+        cos = mat[[r for _, r in hit]] @ q
+        return {pid: float(c) for (pid, _), c in zip(hit, cos, strict=True)}
 
     def prototypes(self, namespace: str | None) -> tuple[list[str], np.ndarray]:
         """Return procedure ids and their ``(n, dim)`` unit prototype vectors in a namespace."""
@@ -629,16 +643,12 @@ class HybridRetriever:
                     pid = exp.procs[row]
                     lex_vote[pid] = lex_vote.get(pid, 0.0) + (w if exp.success[row] else -cfg.failure_penalty * w)
                 lex_vote = {p: v / total for p, v in lex_vote.items()}
-            ids, mat = exp.prototypes(namespace)
-            if ids:
-                cos = mat @ qv
-                m = min(n_cand, len(ids))
-                sel = np.argpartition(-cos, m - 1)[:m] if m < len(ids) else np.arange(len(ids))
-                for i in sel:
-                    proto_cos[ids[i]] = float(cos[i])
 
-        # Candidates from every source; experience-only ones must pass the filters.
-        cand = list(dict.fromkeys([*dense, *lexical, *vote, *lex_vote, *proto_cos]))
+        # Candidates from every source; experience-only ones must pass the filters. Prototypes
+        # score the candidates but do not add any: a procedure whose past requests resemble the
+        # query is already a candidate through the kNN votes, and scanning every prototype
+        # would cost as much as a second vector search.
+        cand = list(dict.fromkeys([*dense, *lexical, *vote, *lex_vote]))
         if not cand:
             return []
         extra = [c for c in cand if c not in dense and c not in lexical]
@@ -653,6 +663,8 @@ class HybridRetriever:
         if missing:
             sims = np.asarray(self.store.get_embeddings(missing), dtype=np.float32) @ qv
             dense.update(zip(missing, sims.tolist(), strict=True))  # a missing vector is a zero row: 0
+        if exp is not None and len(exp):
+            proto_cos = exp.prototype_cos(namespace, cand, qv)
         cos = np.array([dense[c] for c in cand], dtype=np.float64)
         bm = np.array([lexical.get(c, 0.0) for c in cand], dtype=np.float64)
         bm_norm = bm / bm.max() if bm.size and bm.max() > 0 else bm
