@@ -50,6 +50,7 @@ changing their number (``store.reassign_usages``).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import functools
 import math
 import re
@@ -375,6 +376,18 @@ class HybridRetriever:
         self._exp: _Experience | None = None
         self._exp_count = -1
         self._checked_at = 0.0
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+
+    def _pool(self) -> concurrent.futures.ThreadPoolExecutor | None:
+        """One worker thread for the lexical search, when the store supports concurrent reads."""
+        if not getattr(self.store, "concurrent_reads", False):
+            return None
+        if self._executor is None:
+            with self._lock:
+                if self._executor is None:
+                    self._executor = concurrent.futures.ThreadPoolExecutor(
+                        max_workers=1, thread_name_prefix="procmem-lexical")
+        return self._executor
 
     # ------------------------------------------------------------------ experience index
     def invalidate(self) -> None:
@@ -607,9 +620,14 @@ class HybridRetriever:
         qv = np.asarray(self.embedder.embed_query(query), dtype=np.float32)
         n_cand = max(cfg.candidates, k)
 
+        lex_args = {"k": n_cand, "namespace": namespace, "kinds": kinds_v, "tags": tags_v}
+        pool = self._pool()
+        # A store that allows concurrent reads runs the lexical search (SQLite, off the GIL)
+        # while this thread scans the vectors (numpy, off the GIL too).
+        pending = pool.submit(self.store.lexical_search, query, **lex_args) if pool is not None else None
         dense = dict(self.store.vector_search(qv, k=n_cand, namespace=namespace, kinds=kinds_v, tags=tags_v))
-        lexical = dict(self.store.lexical_search(query, k=n_cand, namespace=namespace, kinds=kinds_v, tags=tags_v))
         neighbours = self.store.usage_search(qv, k=cfg.neighbours, namespace=namespace)
+        lexical = dict(pending.result() if pending is not None else self.store.lexical_search(query, **lex_args))
         exp = self._experience()
 
         # Experience: dense kNN vote over past requests (Dudani 1976). Each candidate's own

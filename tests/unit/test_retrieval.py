@@ -267,3 +267,18 @@ def test_classifier_config_validation():
                 {"classifier_weight": math.inf}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             RetrievalConfig(**bad)
+
+
+def test_overlapped_searches_rank_like_sequential_ones(tmp_path, monkeypatch):
+    from procmem.stores import SQLiteStore
+
+    r = HybridRetriever(SQLiteStore(tmp_path / "s.sqlite3"), HashingEmbedder(dim=512))
+    r.add_procedures([Procedure(kind="tool", name=n, description=d, tags=["demo"]) for n, d in TOOLS])
+    r.record_usages([("will it rain in oslo", ids(r)["WeatherTool"])])
+    queries = ["weather in oslo", "book a flight", "translate to french", "commit my changes"]
+    assert r._pool() is not None  # SQLite allows concurrent reads: lexical search runs in a worker
+    overlapped = [[(x.procedure.id, x.score) for x in r.search(q, k=4, touch=False)] for q in queries]
+    monkeypatch.setattr(SQLiteStore, "concurrent_reads", False)
+    r2 = HybridRetriever(r.store, r.embedder)
+    assert r2._pool() is None
+    assert [[(x.procedure.id, x.score) for x in r2.search(q, k=4, touch=False)] for q in queries] == overlapped

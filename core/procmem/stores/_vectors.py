@@ -7,6 +7,7 @@ Backends that need more use a vector database (``ChromaStore``).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -34,6 +35,7 @@ class VectorIndex:
         self._n = 0
         self._tags: list[frozenset[str]] = []  # per row
         self._tag_rows: dict[str, set[int]] = {}  # inverted: tag -> live rows
+        self._lock = threading.RLock()
 
     def __len__(self) -> int:
         return len(self._row)
@@ -56,7 +58,7 @@ class VectorIndex:
             raise EmbeddingDimensionError("embeddings contain NaN or infinite values")
         return vectors
 
-    def upsert(
+    def _upsert_unlocked(
         self,
         ids: Sequence[str],
         vectors: np.ndarray,
@@ -106,7 +108,7 @@ class VectorIndex:
             self._tag_rows.setdefault(t, set()).add(row)
         self._tags[row] = new
 
-    def remove(self, ids: Sequence[str]) -> None:
+    def _remove_unlocked(self, ids: Sequence[str]) -> None:
         """Remove rows (their slots are masked out, then compacted when half are dead)."""
         for pid in ids:
             row = self._row.pop(pid, None)
@@ -132,7 +134,7 @@ class VectorIndex:
             for t in tags:
                 self._tag_rows.setdefault(t, set()).add(row)
 
-    def get(self, ids: Sequence[str]) -> np.ndarray:
+    def _get_unlocked(self, ids: Sequence[str]) -> np.ndarray:
         """Return ``(n, dim)`` vectors for ``ids``; zero rows for unknown ids."""
         out = np.zeros((len(ids), self.dim or 0), dtype=np.float32)
         for i, pid in enumerate(ids):
@@ -141,7 +143,7 @@ class VectorIndex:
                 out[i] = self._mat[row]
         return out
 
-    def search(
+    def _search_unlocked(
         self,
         vector: np.ndarray,
         k: int,
@@ -195,3 +197,25 @@ class VectorIndex:
         top = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
         top = top[np.argsort(-scores[top], kind="stable")]
         return [(self._ids[i], float(scores[i])) for i in top if np.isfinite(scores[i])]
+
+    def upsert(self, ids: Sequence[str], vectors: np.ndarray, codes: Sequence[int],
+               tags: Sequence[Iterable[str]] | None = None) -> None:
+        """Insert or replace rows; see :meth:`_upsert_unlocked`."""
+        with self._lock:
+            self._upsert_unlocked(ids, vectors, codes, tags)
+
+    def remove(self, ids: Sequence[str]) -> None:
+        """Remove rows; see :meth:`_remove_unlocked`."""
+        with self._lock:
+            self._remove_unlocked(ids)
+
+    def get(self, ids: Sequence[str]) -> np.ndarray:
+        """Return ``(n, dim)`` vectors for ``ids``; zero rows for unknown ids."""
+        with self._lock:
+            return self._get_unlocked(ids)
+
+    def search(self, vector: np.ndarray, k: int, *, codes: Sequence[int] | None = None,
+               allowed: Sequence[str] | None = None, tags: Sequence[str] | None = None) -> list[tuple[str, float]]:
+        """Return the ``k`` ids with the highest cosine to ``vector``; see :meth:`_search_unlocked`."""
+        with self._lock:
+            return self._search_unlocked(vector, k, codes=codes, allowed=allowed, tags=tags)

@@ -133,6 +133,10 @@ class SQLiteStore(ProcedureStore):
         SchemaVersionError: The file was written by a newer procmem.
     """
 
+    #: Reads from several threads may run at once (the vector scan holds only the vector
+    #: index's lock, SQL reads the connection's), so the retriever overlaps them.
+    concurrent_reads = True
+
     def __init__(
         self,
         path: str | Path | None = None,
@@ -693,8 +697,8 @@ class SQLiteStore(ProcedureStore):
                 codes = [self._code(ns, kd) for ns in spaces if ns in self._ns_codes for kd in wanted if kd in _KINDS]
             if not codes:
                 return []
-        with self._lock:
-            return index.search(vector, k, codes=codes, tags=list(tags) if tags else None)
+        # The scan holds only the index's own lock, so a lexical search can run meanwhile.
+        return index.search(vector, k, codes=codes, tags=list(tags) if tags else None)
 
     @staticmethod
     def fts_query(text: str) -> str:
