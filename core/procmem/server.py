@@ -235,6 +235,14 @@ class LearnRequest(_Request):
     session_outcome: Literal["success", "failure"] | StrictBool | None = None
     task: str | None = Field(default=None, max_length=MAX_ACTION_CHARS)
     session_id: str | None = Field(default=None, min_length=1, max_length=512)
+    instructions: list[Annotated[str, Field(max_length=MAX_ACTION_CHARS)]] | None = Field(
+        default=None, max_length=MAX_SESSION_ACTIONS,
+        description="A multi-turn session's instruction per turn (then ``task`` is not needed).",
+    )
+    turns: list[Annotated[int, Field(ge=0)]] | None = Field(
+        default=None, max_length=MAX_SESSION_ACTIONS,
+        description="For each action, the index in ``instructions`` of the turn it answers.",
+    )
 
     def actions(self) -> list[str]:
         """The actions as strings."""
@@ -767,9 +775,14 @@ def create_app(memory: Any = None, *, settings: ServerSettings | None = None) ->
         """Learn one session of actions and its outcome (seed 001's ``learn_workflow``)."""
         before = memory.store.count_sessions(namespace=namespace)
         known = body.session_id is not None and memory.store.has_session(body.session_id, namespace=namespace)
-        record = memory.learn_session(
-            body.actions(), body.session_outcome, body.task, session_id=body.session_id, namespace=namespace
-        )
+        if body.turns is not None:
+            record = memory.learn_session(body.actions(), body.session_outcome, body.instructions or "",
+                                          session_id=body.session_id, namespace=namespace, turns=body.turns)
+        else:
+            record = memory.learn_session(
+                body.actions(), body.session_outcome, body.instructions or body.task,
+                session_id=body.session_id, namespace=namespace,
+            )
         after = memory.store.count_sessions(namespace=namespace)
         sync.learned(memory, namespace, before, after, 0 if known else 1)
         return LearnResponse(

@@ -124,6 +124,18 @@ def test_learn_predict_patterns_health_stats(client):
     assert other["sessions"] == 0
 
 
+def test_learn_multi_turn_session(client):
+    body = {"session_commands": ["ls()", "du()"], "session_outcome": "success",
+            "instructions": ["list the files", "show the disk usage"], "turns": [0, 1]}
+    r = client.post("/learn", json=body)
+    assert r.status_code == 200, r.text
+    assert r.json()["actions"] == 2
+    bad = client.post("/learn", json={**body, "turns": [0, 5]})
+    assert bad.status_code in (400, 422), bad.text
+    assert "turns" in bad.text
+    assert client.post("/learn", json={**body, "instructions": None}).status_code in (400, 422)
+
+
 def test_openapi_docs(client):
     assert client.get("/docs").status_code == 200
     spec = client.get("/openapi.json").json()
