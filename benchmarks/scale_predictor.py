@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scale import _rss_bytes  # benchmarks/scale.py, beside this script
 
 from procmem import MiningConfig, ProceduralMemory
 from procmem.embeddings import HashingEmbedder
@@ -121,19 +122,6 @@ _ARGS = [
     "v1.3.0",
     "hotfix-7",
 ]
-
-
-def _rss_bytes() -> int:
-    try:
-        with open("/proc/self/status", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    import resource
-
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
 def _zipf_cdf(n: int, s: float = 1.1) -> np.ndarray:

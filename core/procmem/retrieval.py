@@ -164,8 +164,7 @@ class _Experience:
     classifier_off: bool = False
     fitted: int = 0  # past requests when the classifier was last trained from scratch
     _arrays: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
-    _proto: dict[str | None, tuple[list[str], np.ndarray]] = field(default_factory=dict)
-    _proto_rows: dict[str | None, dict[str, int]] = field(default_factory=dict)
+    _proto: dict[str | None, tuple[dict[str, int], np.ndarray]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.queries)
@@ -195,7 +194,6 @@ class _Experience:
                 self.sums[key] = np.array(v, dtype=np.float32) if s is None else s + v
         self._arrays = None
         self._proto = {}
-        self._proto_rows = {}
 
     def _postings(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         if self._arrays is None:
@@ -230,35 +228,27 @@ class _Experience:
 
     def prototype_cos(self, namespace: str | None, pids: Sequence[str], q: np.ndarray) -> dict[str, float]:
         """Return the cosine of ``q`` and the prototype of each of ``pids`` that has one."""
-        ids, mat = self.prototypes(namespace)
-        row = self._proto_rows.get(namespace)
-        if row is None:
-            row = self._proto_rows[namespace] = {pid: i for i, pid in enumerate(ids)}
+        row, mat = self.prototypes(namespace)
         hit = [(pid, row[pid]) for pid in pids if pid in row]
         if not hit:
             return {}
         cos = mat[[r for _, r in hit]] @ q
         return {pid: float(c) for (pid, _), c in zip(hit, cos, strict=True)}
 
-    def prototypes(self, namespace: str | None) -> tuple[list[str], np.ndarray]:
-        """Return procedure ids and their ``(n, dim)`` unit prototype vectors in a namespace."""
+    def prototypes(self, namespace: str | None) -> tuple[dict[str, int], np.ndarray]:
+        """Return each procedure's row in the ``(n, dim)`` unit prototype vectors of a namespace."""
         cached = self._proto.get(namespace)
         if cached is None:
-            ids: list[str] = []
-            vecs: list[np.ndarray] = []
             merged: dict[str, np.ndarray] = {}
             for (ns, pid), s in self.sums.items():
                 if namespace is None or ns == namespace:
                     merged[pid] = s if pid not in merged else merged[pid] + s
-            for pid, s in merged.items():
-                ids.append(pid)
-                vecs.append(s)
-            mat = np.stack(vecs).astype(np.float32) if vecs else np.zeros((0, 0), np.float32)
+            mat = np.stack(list(merged.values())).astype(np.float32) if merged else np.zeros((0, 0), np.float32)
             if len(mat):
                 norms = np.linalg.norm(mat, axis=1, keepdims=True)
                 norms[norms == 0] = 1.0
                 mat = mat / norms
-            cached = (ids, mat)
+            cached = ({pid: i for i, pid in enumerate(merged)}, mat)
             self._proto[namespace] = cached
         return cached
 
