@@ -10,6 +10,7 @@ from procmem.errors import (
     ConfigurationError,
     CorruptStoreError,
     EmbeddingDimensionError,
+    InvalidProcedureError,
     ProcedureNotFoundError,
     SchemaVersionError,
 )
@@ -315,3 +316,13 @@ def test_tag_filter_after_reopen_and_from_another_connection(tmp_path, embedder)
     c = SQLiteStore(path)
     assert {h[0] for h in c.vector_search(q, k=5, tags=["web"])} == {procs[1].id}
     c.close()
+
+
+def test_unstorable_record_is_refused_with_a_named_field(store, embedder):
+    procs, vecs = _procs(embedder, {"name": "ok"})
+    store.put(procs, vecs)
+    bad = procs[0].model_copy(update={"importance": float("nan")})  # model_copy skips validation
+    with pytest.raises(InvalidProcedureError) as info:
+        store.put([bad])
+    assert info.value.field == "importance"
+    assert store.get(procs[0].id).importance == procs[0].importance  # nothing stored changed

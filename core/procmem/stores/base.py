@@ -24,7 +24,9 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
+import pydantic
 
+from procmem.errors import InvalidProcedureError
 from procmem.types import Outcome, Procedure, ProcedureVersion, SessionRecord, Usage
 
 __all__ = ["ProcedureStore", "SearchFilter", "with_counters"]
@@ -35,10 +37,20 @@ T = TypeVar("T")
 def with_counters(procedure: Procedure, **changes: Any) -> Procedure:
     """Return ``procedure`` with the given bookkeeping fields changed (None values are ignored).
 
-    Shared by the backends' :meth:`ProcedureStore.update_counters`; the result is validated.
+    Shared by the backends' :meth:`ProcedureStore.update_counters` and, with no changes, by
+    their writes to re-validate a record before it is stored.
+
+    Raises:
+        InvalidProcedureError: The result is not a valid procedure (names the field).
     """
     update = {k: v for k, v in changes.items() if v is not None}
-    return Procedure.model_validate({**procedure.model_dump(), **update})
+    try:
+        return Procedure.model_validate({**procedure.model_dump(), **update})
+    except pydantic.ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(x) for x in err.get("loc", ())) or None
+        raise InvalidProcedureError(f"procedure {procedure.id!r} cannot be stored: {where}: {err.get('msg')}",
+                                    field=where, value=err.get("input")) from None
 
 
 class SearchFilter(dict):

@@ -522,7 +522,7 @@ class ChromaStore(ProcedureStore):
                     rec = proc.model_copy(update=update)
                     version_note = note or "updated"
                     seq, prev_len = prev["seq"], prev["doclen"]
-                rec = Procedure.model_validate(rec.model_dump())
+                rec = with_counters(rec)
                 if vecs is not None:
                     vector, has_vec = vecs[i], True
                 elif prev is not None and prev["vector"] is not None:

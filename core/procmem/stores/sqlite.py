@@ -397,7 +397,7 @@ class SQLiteStore(ProcedureStore):
                     )
                 if old is None:
                     rec = proc.model_copy(update={"version": 1, "updated_at": now})
-                    rec = Procedure.model_validate(rec.model_dump())
+                    rec = with_counters(rec)
                     cur.execute(
                         "INSERT INTO procedures (id, namespace, kind, category, version, record, embedding,"
                         " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -432,7 +432,7 @@ class SQLiteStore(ProcedureStore):
                             last_accessed=stored_rec.last_accessed,
                         )
                     rec = proc.model_copy(update=update)
-                    rec = Procedure.model_validate(rec.model_dump())
+                    rec = with_counters(rec)
                     if vecs is None:
                         cur.execute(
                             "UPDATE procedures SET namespace=?, kind=?, category=?, version=?, record=?,"
