@@ -103,7 +103,9 @@ class RetrievalConfig(BaseModel):
         bm25_b: BM25 ``b`` of the index of past requests.
         classifier_weight: Weight of the softmax classifier's evidence (0 turns it off).
         classifier_temperature: Logit scale of the classifier, ``w . q / temperature``.
-        classifier_learning_rate: SGD step size of the classifier.
+        classifier_learning_rate: SGD step size of the classifier's embedding part.
+        classifier_lexical_rate: SGD step size of the classifier's bag-of-words part (0 turns
+            the words off; the classifier then sees the embedding only).
         classifier_epochs: Passes over the past requests when the index is rebuilt.
         classifier_budget: At most this many example-steps per rebuild (the most recent past
             requests are kept when the passes must be cut), so reopening a large memory stays fast.
@@ -137,11 +139,16 @@ class RetrievalConfig(BaseModel):
     classifier_weight: float = Field(default=1.0, ge=0.0, allow_inf_nan=False)
     classifier_temperature: float = Field(default=0.05, gt=0.0, allow_inf_nan=False)
     classifier_learning_rate: float = Field(default=0.2, gt=0.0, allow_inf_nan=False)
+    classifier_lexical_rate: float = Field(default=100.0, ge=0.0, allow_inf_nan=False)
     classifier_epochs: int = Field(default=5, ge=0, le=1_000)
     classifier_budget: int = Field(default=50_000, ge=0)
     classifier_max_classes: int = Field(default=2_000, ge=0)
     use_experience_index: bool = True
     refresh_interval: float = Field(default=2.0, ge=0.0, allow_inf_nan=False)
+
+
+#: Cells (words x procedures) of the classifier's bag-of-words weights: 80 MB of float32.
+_LEXICAL_CELLS = 20_000_000
 
 
 # ---------------------------------------------------------------------- experience index
@@ -261,16 +268,25 @@ class _Experience:
 class _Classifier:
     """Multinomial logistic regression over procedure ids, trained online by mini-batch SGD.
 
-    Each class's weight vector starts at its procedure's description embedding (so an untrained
-    class scores its description cosine) and moves toward the requests it served and away from
-    those it did not.
+    A class's logit is ``w . q / temperature`` on the request embedding ``q`` plus, when
+    ``lexical_rate > 0``, ``v . x`` on the request's bag of words ``x`` (binary, L2-normalised,
+    over a vocabulary of at most ``max_words`` words taken from past requests) -- the linear
+    model on words that is the classic strong baseline for intent classification, here trained
+    jointly with the embedding part so words add what the sentence encoder blurs (names,
+    entities, jargon). Each class's ``w`` starts at its procedure's description embedding (so an
+    untrained class scores its description cosine) and ``v`` at zero.
     """
 
-    def __init__(self, temperature: float, learning_rate: float, seed: int = 0) -> None:
+    def __init__(self, temperature: float, learning_rate: float, seed: int = 0, *,
+                 lexical_rate: float = 0.0, max_words: int = 10_000) -> None:
         self.temperature = temperature
         self.learning_rate = learning_rate
+        self.lexical_rate = lexical_rate
+        self.max_words = max_words
         self.rows: dict[str, int] = {}
         self.weights = np.zeros((0, 0), np.float32)
+        self.vocab: dict[str, int] = {}
+        self.lex = np.zeros((0, 0), np.float32)  # (words, classes)
         self._rng = np.random.default_rng(seed)
 
     def __len__(self) -> int:
@@ -286,13 +302,30 @@ class _Classifier:
             self.rows[pid] = start + j
         rows = np.asarray(init, np.float32)[[i for _, i in new]]
         self.weights = rows if not start else np.vstack([self.weights, rows])
+        self.lex = np.hstack([self.lex, np.zeros((len(self.vocab), len(new)), np.float32)])
 
-    def fit(self, x: np.ndarray, ids: Sequence[str], *, epochs: int = 1, batch: int = 64) -> None:
-        """Take SGD steps on ``(n, dim)`` requests ``x`` labelled with procedure ``ids`` (all known)."""
+    def _bag(self, text: str, grow: bool) -> tuple[list[int], float]:
+        """Return the vocabulary rows of ``text``'s words and the L2-normalised binary value."""
+        words = {w.lower() for w in _WORD.findall(text)}
+        if not words or self.lexical_rate <= 0:
+            return [], 0.0
+        if grow:
+            for w in words:
+                if w not in self.vocab and len(self.vocab) < self.max_words:
+                    self.vocab[w] = len(self.vocab)
+            if len(self.vocab) > self.lex.shape[0]:
+                pad = np.zeros((len(self.vocab) - self.lex.shape[0], len(self.rows)), np.float32)
+                self.lex = np.vstack([self.lex, pad])
+        return [self.vocab[w] for w in words if w in self.vocab], 1.0 / math.sqrt(len(words))
+
+    def fit(self, x: np.ndarray, ids: Sequence[str], texts: Sequence[str] | None = None, *,
+            epochs: int = 1, batch: int = 64) -> None:
+        """Take SGD steps on ``(n, dim)`` requests ``x`` (with their ``texts``) labelled with procedure ``ids``."""
         if not len(ids) or epochs < 1:
             return
         y = np.fromiter((self.rows[p] for p in ids), np.int64, count=len(ids))
         x = np.asarray(x, np.float32)
+        bags = [self._bag(t, grow=True) for t in texts] if texts is not None else None
         step = self.learning_rate / self.temperature
         for _ in range(epochs):
             order = self._rng.permutation(len(y)) if epochs > 1 else np.arange(len(y))
@@ -300,24 +333,53 @@ class _Classifier:
                 b = order[start:start + batch]
                 xb = x[b]
                 z = xb @ self.weights.T / self.temperature
+                words, xl = self._batch_bags(bags, b)
+                if words is not None:
+                    z += xl @ self.lex[words]
                 z -= z.max(axis=1, keepdims=True)
                 p = np.exp(z)
                 p /= p.sum(axis=1, keepdims=True)
                 p[np.arange(len(b)), y[b]] -= 1.0  # gradient of the cross-entropy w.r.t. the logits
                 self.weights -= (step / len(b)) * (p.T @ xb)
+                if words is not None:
+                    self.lex[words] -= (self.lexical_rate / len(b)) * (xl.T @ p)
 
-    def logits(self, q: np.ndarray, ids: Sequence[str], fallback: Mapping[str, float]) -> np.ndarray:
-        """Return ``w . q / temperature`` for ``ids``; a procedure without a class uses ``fallback`` (its cosine)."""
+    @staticmethod
+    def _batch_bags(bags: list[tuple[list[int], float]] | None,
+                    b: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
+        """Return the distinct word rows of a batch and its ``(batch, words)`` dense feature block."""
+        if bags is None:
+            return None, np.zeros(0)
+        words = sorted({r for i in b for r in bags[i][0]})
+        if not words:
+            return None, np.zeros(0)
+        col = {r: j for j, r in enumerate(words)}
+        xl = np.zeros((len(b), len(words)), np.float32)
+        for k, i in enumerate(b):
+            rows, val = bags[i]
+            for r in rows:
+                xl[k, col[r]] = val
+        return np.asarray(words, np.int64), xl
+
+    def logits(self, q: np.ndarray, ids: Sequence[str], fallback: Mapping[str, float],
+               text: str | None = None) -> np.ndarray:
+        """Return the logits of ``ids`` for request ``q`` and its ``text``.
+
+        A procedure without a class uses ``fallback`` (its cosine) divided by the temperature.
+        """
         out = np.empty(len(ids), np.float64)
         known = [(j, self.rows[p]) for j, p in enumerate(ids) if p in self.rows]
         if known:
             js = np.fromiter((j for j, _ in known), np.int64, count=len(known))
             rs = np.fromiter((r for _, r in known), np.int64, count=len(known))
-            out[js] = self.weights[rs] @ q
+            out[js] = self.weights[rs] @ q / self.temperature
+            words, val = self._bag(text, grow=False) if text is not None else ([], 0.0)
+            if words:
+                out[js] += val * self.lex[words][:, rs].sum(axis=0)
         for j, p in enumerate(ids):
             if p not in self.rows:
-                out[j] = fallback[p]
-        return out / self.temperature
+                out[j] = fallback[p] / self.temperature
+        return out
 
 
 def _softmax(x: np.ndarray, temperature: float) -> np.ndarray:
@@ -421,7 +483,9 @@ class HybridRetriever:
                 return
             epochs = max(1, min(cfg.classifier_epochs, cfg.classifier_budget // len(keep)))
             keep = keep[-cfg.classifier_budget:]  # the most recent, when even one pass is over budget
-        clf = exp.classifier or _Classifier(cfg.classifier_temperature, cfg.classifier_learning_rate)
+        clf = exp.classifier or _Classifier(
+            cfg.classifier_temperature, cfg.classifier_learning_rate, lexical_rate=cfg.classifier_lexical_rate,
+            max_words=max(1_000, _LEXICAL_CELLS // max(1, cfg.classifier_max_classes)))
         ids = [usages[i].procedure_id for i in keep]
         new = [p for p in dict.fromkeys(ids) if p not in clf.rows]
         if len(clf) + len(new) > cfg.classifier_max_classes:
@@ -429,7 +493,7 @@ class HybridRetriever:
             return
         if new:
             clf.add_classes(new, np.asarray(self.store.get_embeddings(new), np.float32))
-        clf.fit(np.asarray(vectors, np.float32)[keep], ids, epochs=epochs)
+        clf.fit(np.asarray(vectors, np.float32)[keep], ids, [usages[i].query for i in keep], epochs=epochs)
         exp.classifier = clf
 
     def _all_usages(self, n: int) -> tuple[list[Usage], np.ndarray]:
@@ -682,7 +746,7 @@ class HybridRetriever:
             p = _softmax(np.array([proto_cos.get(c, dense[c]) for c in cand]), cfg.prototype_temperature)
             proto = {c: float(p[j]) for j, c in enumerate(cand)}
         clf = exp.classifier if exp is not None and cfg.classifier_weight > 0 else None
-        learned = _softmax(clf.logits(qv, cand, dense), 1.0) if clf is not None and len(clf) else None
+        learned = _softmax(clf.logits(qv, cand, dense, query), 1.0) if clf is not None and len(clf) else None
         exp_w = cfg.vote_weight + cfg.prototype_weight + cfg.lexical_vote_weight
         experience = np.array(
             [cfg.vote_weight * vote.get(c, 0.0) + cfg.prototype_weight * proto.get(c, 0.0)

@@ -6,6 +6,7 @@ import asyncio
 import json
 import math
 
+import numpy as np
 import pytest
 
 from procmem.embeddings import HashingEmbedder
@@ -252,6 +253,35 @@ def test_classifier_separates_near_duplicate_tools(reopen):
     assert scores[0] == pytest.approx(scores[1])  # without the classifier they tie
 
 
+class _ConstantEmbedder:
+    """Every text gets the same vector: only words can tell requests apart."""
+
+    dim = 8
+    name = "constant"
+
+    def embed_documents(self, texts):
+        return np.tile(np.eye(1, self.dim, dtype=np.float32), (len(texts), 1))
+
+    def embed_query(self, text):
+        return np.eye(1, self.dim, dtype=np.float32)[0]
+
+
+@pytest.mark.parametrize("reopen", [False, True])
+def test_classifier_learns_words_the_embedding_cannot_see(reopen):
+    r = HybridRetriever(InMemoryStore(), _ConstantEmbedder(), config=CLASSIFIER_ONLY)
+    a, b = r.add_procedures([Procedure(kind="tool", name=n, description="Find research papers for a topic.")
+                             for n in ("ResearchFinder", "ResearchHelper")])
+    r.record_usages([(f"physics papers about {w}", a.id) for w in ("quarks", "lasers", "optics", "gravity")]
+                    + [(f"biology papers about {w}", b.id) for w in ("cells", "genes", "enzymes", "proteins")])
+    if reopen:
+        r = HybridRetriever(r.store, r.embedder, config=CLASSIFIER_ONLY)
+    assert names(r.search("recent physics papers", k=2)) == ["ResearchFinder", "ResearchHelper"]
+    assert names(r.search("recent biology papers", k=2)) == ["ResearchHelper", "ResearchFinder"]
+    off = HybridRetriever(r.store, r.embedder, config={**CLASSIFIER_ONLY, "classifier_lexical_rate": 0.0})
+    scores = [x.score for x in off.search("recent physics papers", k=2)]
+    assert scores[0] == pytest.approx(scores[1])  # the embedding part alone cannot separate them
+
+
 def test_classifier_turns_off_past_max_classes(retriever):
     cfg = {**CLASSIFIER_ONLY, "classifier_max_classes": 1}
     r = HybridRetriever(retriever.store, retriever.embedder, config=cfg)
@@ -264,7 +294,7 @@ def test_classifier_turns_off_past_max_classes(retriever):
 
 def test_classifier_config_validation():
     for bad in ({"classifier_temperature": 0.0}, {"classifier_learning_rate": -1.0}, {"classifier_epochs": -1},
-                {"classifier_weight": math.inf}):
+                {"classifier_weight": math.inf}, {"classifier_lexical_rate": -1.0}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             RetrievalConfig(**bad)
 
