@@ -25,7 +25,9 @@ their evidence into one score:
   - *a softmax classifier* over the procedures that have served past requests (multinomial
     logistic regression on the request embedding; Bishop, "Pattern Recognition and Machine
     Learning", 2006, sec. 4.3.4), each procedure's weight vector starting at its description
-    embedding and trained by mini-batch SGD on the successful past requests: on a rebuild for
+    embedding, plus a jointly trained linear part on the request's bag of words (binary,
+    L2-normalised; the linear model on words that is the classic intent-classification
+    baseline), trained by mini-batch SGD on the successful past requests: on a rebuild for
     ``classifier_epochs`` passes (within ``classifier_budget`` example-steps), then one step per
     batch of new usages, and from scratch again whenever the number of past requests doubles.
     Where kNN and prototypes describe each procedure's requests, the classifier learns what
