@@ -235,3 +235,13 @@ def test_similar_past_turns_vote_for_what_they_did():
     m.learn_session(["ls()"], outcome="success", task="list the files", session_id="extra")
     assert m.rank(["cd(folder='x')"], task="show the disk usage now")[0] == "du()"
     assert m.rank(["cd(folder='x')"], task="list the files now")[0] == "ls()"
+
+
+def test_unseen_action_borrows_from_actions_learned_after_the_first_lookup():
+    # The nearest-known-action index must grow with the model, not freeze at its first use.
+    p = NextActionPredictor(embedder=HashingEmbedder(dim=256), embed_actions=True, similarity_threshold=0.3)
+    p.learn_session(["make build", "make test"])
+    p.rank(["make buildx"])  # builds the index of known actions
+    for _ in range(3):
+        p.learn_session(["docker compose up", "docker compose logs"])
+    assert p.rank(["docker compose up --wait"])[0] == "docker compose logs"

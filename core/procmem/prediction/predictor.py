@@ -50,10 +50,15 @@ replays tens of thousands of actions per second instead of a few hundred.
 
 from __future__ import annotations
 
+import functools
+import heapq
 import itertools
 import math
 import re
+import threading
 from collections.abc import Callable, Iterable, Sequence
+from itertools import compress
+from operator import itemgetter
 from typing import Any
 
 import networkx as nx
@@ -76,13 +81,60 @@ _SOURCES = ("slot", "name", "session", "task", "global")
 _GAPS = 5
 # The name of a slot: the last word before its placeholder (keyword argument, flag, setting).
 _SLOT_NAME = re.compile(r"([A-Za-z_][\w-]*)[=:@\s'\"]*$")
+_PLACEHOLDER = re.compile(r"<(?:URL|IP|STR|HEX|PATH|FILE|NUM)>")
+# Slot values: how many values each source offers; each (source, rank) has an index into the
+# slot-filling statistics and a prior probability that its value is right.
+_SOURCE_LIMIT = {"slot": 2, "name": 2, "session": 3, "task": 4, "global": 2}
+_SOURCE_RANKS = [(s, r) for s in _SOURCES for r in range(_SOURCE_LIMIT[s])]
+_SOURCE_INDEX = {s: tuple(i for i, (s2, _) in enumerate(_SOURCE_RANKS) if s2 == s) for s in _SOURCES}
+_SOURCE_PRIOR = [{"slot": 0.5, "name": 0.4, "session": 0.3, "task": 0.3, "global": 0.3}[s] / (1 + r)
+                 for s, r in _SOURCE_RANKS]
+# Validated, white-space-collapsed actions (actions repeat; bounded like normalize_action's).
+_CLEAN: dict[str, str] = {}
+_CLEAN_MAX = 200_000
+# The program of an action (cached: candidates are scored by their program at every ranking).
+_program = functools.lru_cache(maxsize=1 << 16)(program)
 
 
-def _check_action(action: Any, where: str) -> str:
+@functools.lru_cache(maxsize=1 << 16)
+def _template_parts(tpl: str) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    """A template's placeholders, the texts around them, and the name of each slot.
+
+    A slot's name is the word just before its placeholder (``"access_token"``, ``"-p"``).
+    """
+    pieces = tuple(_PLACEHOLDER.split(tpl))
+    names = tuple((m.group(1) if (m := _SLOT_NAME.search(piece)) else "") for piece in pieces[:-1])
+    return tuple(placeholders_of(tpl)), pieces, names
+
+
+def _log_scale(x: float) -> float:
+    """A probability-like feature on a log scale (``log_features``); 0 stays 0."""
+    return math.log1p(x * 100.0) * 0.2166 if x else x
+
+
+def _unscaled(x: float) -> float:
+    return x
+
+
+def _check_action(action: Any, where: str, index: int | None = None) -> str:
+    """Return the action white-space-collapsed; raise if it is not a non-blank string.
+
+    ``where`` names it in the error, followed by ``[index]`` when an index is given.
+    """
+    if isinstance(action, str):
+        clean = _CLEAN.get(action)
+        if clean is not None:
+            return clean
     if not isinstance(action, str) or not action.strip():
+        if index is not None:
+            where = f"{where}[{index}]"
         raise InvalidSessionError(f"{where} must be a non-blank string, got {action!r}",
                                   field=where, value=action)
-    return collapse_whitespace(action)
+    clean = collapse_whitespace(action)
+    if len(_CLEAN) >= _CLEAN_MAX:
+        _CLEAN.clear()
+    _CLEAN[action] = clean
+    return clean
 
 
 def _outcome_flag(outcome: str | bool | None) -> bool | None:
@@ -102,6 +154,28 @@ def _outcome_flag(outcome: str | bool | None) -> bool | None:
     )
 
 
+def _count(counts: dict[Any, dict[str, int]], ctx: Any, x: str) -> None:
+    """Count ``x`` after the context ``ctx``: ``counts[ctx][x] += 1``."""
+    d = counts.get(ctx)
+    if d is None:
+        counts[ctx] = {x: 1}
+    else:
+        d[x] = d.get(x, 0) + 1
+
+
+def _take(values: Iterable[str], ranks: tuple[int, ...], seen: set[str],
+          out: list[tuple[str, int]]) -> None:
+    """Append to ``out`` the first ``len(ranks)`` values not in ``seen``, with their ranks' indices."""
+    r = 0
+    for v in values:
+        if v not in seen:
+            seen.add(v)
+            out.append((v, ranks[r]))
+            r += 1
+            if r == len(ranks):
+                return
+
+
 class _Live:
     """The state of one session being streamed."""
 
@@ -119,6 +193,25 @@ class _Live:
         self.name_values: dict[str, list[str]] = {}  # slot name -> values, most recent last
         self.task_values: dict[str, list[str]] | None = None
         self.tasks: list[str | None] = []  # the task in force at each action (turns change it)
+
+
+class _Context:
+    """A context given to ``rank``/``predict``, remembered until a different one comes.
+
+    Callers usually pass one session's actions again and again, growing by one action each
+    time (rank, predict, then observe the truth), so only the new actions are validated and
+    their slot values remembered; the same context ranked twice without learning in between
+    reuses the ranking.
+    """
+
+    __slots__ = ("raw", "live", "ranked")
+
+    def __init__(self) -> None:
+        self.raw: list[Any] = []  # the actions as given
+        # The actions validated (``live.actions``), their templates and slot values, as a
+        # streamed session's.
+        self.live = _Live(None)
+        self.ranked: tuple[int, str | None, Any] | None = None  # (model version, task, ranking)
 
 
 class NextActionPredictor:
@@ -211,30 +304,29 @@ class NextActionPredictor:
         self.optimizer = optimizer
 
         k = max_order
-        # Concrete context model: order -> context tuple -> {action: count}; and last follower.
+        # Counts are kept without their totals: learning is much more frequent than ranking,
+        # which sums the few counts it needs.
+        # Concrete context model: order -> context tuple -> {action: count}; and the last
+        # follower of a context seen more than once (of one seen once: its only follower).
         self._next: list[dict[tuple[str, ...], dict[str, int]]] = [{} for _ in range(k + 1)]
-        self._total: list[dict[tuple[str, ...], int]] = [{} for _ in range(k + 1)]
         self._last: list[dict[tuple[str, ...], str]] = [{} for _ in range(k + 1)]
         # Template model (orders 1..template_order), and a template -> concrete examples map.
         self._tnext: list[dict[tuple[str, ...], dict[str, int]]] = [
             {} for _ in range(template_order + 1)]
-        self._ttotal: list[dict[tuple[str, ...], int]] = [{} for _ in range(template_order + 1)]
         # Program model: previous program -> {program: count}.
         self._pnext: dict[str, dict[str, int]] = {}
-        self._ptotal: dict[str, int] = {}
-        self._pcount: dict[str, int] = {}
-        self._pactions: dict[str, dict[str, int]] = {}
+        # Program -> its distinct actions, first seen first (their counts are the order-0 ones).
+        self._pactions: dict[str, list[str]] = {}
         # Trigger (skip-gram) model: b -> {a: times a came within ``window`` actions after b}.
         self._trig: dict[str, dict[str, int]] = {}
-        self._trig_total: dict[str, int] = {}
         self._pnext2: dict[tuple[str, str], dict[str, int]] = {}
         # Skip context: the action two steps back -> {action: count}.
         self._skip: dict[str, dict[str, int]] = {}
-        self._skip_total: dict[str, int] = {}
-        self._names_cache: dict[str, tuple[str, ...]] = {}
         # Slot filling: (template, slot) -> {value: count}; source hit statistics.
         self._slot_global: dict[tuple[str, int], dict[str, int]] = {}
-        self._source_stats: dict[tuple[str, int], list[int]] = {}
+        # Per (source, rank) index: how often its value was offered, and was the right one.
+        self._source_tries = [0] * len(_SOURCE_RANKS)
+        self._source_hits = [0] * len(_SOURCE_RANKS)
         # Outcomes: template edge -> [count, successes, failures]; template -> outcomes.
         self._edges: dict[tuple[str, str], list[int]] = {}
         self._outcomes: dict[str, list[int]] = {}
@@ -249,10 +341,9 @@ class NextActionPredictor:
         self._known_matrix: np.ndarray | None = None
         # Ranker weights and calibration.
         self._names = self._feature_names()
-        self._logidx = [j for j, nm in enumerate(self._names) if log_features and (
-            nm.startswith(("order", "template")) or nm in (
-                "ppm", "fill", "program", "program2", "trigger", "task_next", "task_any", "similar_action",
-                "skip"))]
+        # The probability-like features (orders, templates, fill, program, program2, trigger,
+        # task_next, task_any, similar_action, ppm, skip) go on a log scale when computed.
+        self._scale = _log_scale if log_features else _unscaled
         self._w = self._initial_weights()
         self._g2 = [0.0] * len(self._w)
         # Context-selected weight offsets (one set per gate value) and their AdaGrad sums.
@@ -260,10 +351,16 @@ class NextActionPredictor:
         self._g2g: dict[int, list[float]] = {}
         self._gate = 0
         self._cal = [[0, 0] for _ in range(calibration_bins)]
-        self._cache: tuple[Any, list[str], list[list[float]], list[str], int] | None = None
+        # The last candidates ranked: (key, candidates, features, templates, gate, scores).
+        self._cache: tuple[Any, list[str], list[list[float]], list[str], int, list[float]] | None = None
         self._live: dict[str, _Live] = {}
-        self._top0: list[str] | None = None
+        self._memo: _Context | None = None  # the last context ranked
+        self._version = 0  # counts changes of the model (learning), to know a ranking is current
+        self._lock = threading.Lock()  # rank and predict share ``_memo``
+        self._top0: list[str] | None = None  # the most frequent actions, see ``_refresh_top0``
         self._top0_min = 0
+        self._top0_k = top_frequent
+        self._first0: dict[str, int] = {}  # action -> how many distinct actions came before it
         self._n_sessions = 0
         self._n_actions = 0
 
@@ -339,7 +436,7 @@ class NextActionPredictor:
                 f"timestamps has {len(timestamps)} items but actions has {len(actions)}",
                 field="timestamps", value=len(timestamps))
         flag = _outcome_flag(outcome)
-        clean = [_check_action(a, f"actions[{i}]") for i, a in enumerate(actions)]
+        clean = [_check_action(a, "actions", i) for i, a in enumerate(actions)]
         sid = session_id if session_id is not None else f"__replay_{self._n_sessions}"
         texts = self._turn_texts(task, turns, len(clean)) if turns is not None else None
         text = self._task_text(task) if texts is None else None
@@ -491,6 +588,8 @@ class NextActionPredictor:
                                   field="task", value=task)
 
     def _observe(self, a: str, sid: str, task: str | None, rank: bool) -> None:
+        """Learn action ``a`` of session ``sid``; first update the ranker on it when ``rank``."""
+        self._version += 1
         live = self._live.get(sid)
         if live is None:
             live = self._live[sid] = _Live(task)
@@ -503,139 +602,126 @@ class NextActionPredictor:
             key = (len(hist), tuple(hist[-self.max_order - 1:]), live.task)
             cache = self._cache
             if cache is not None and cache[0] == key:
-                cands, feats = cache[1], cache[2]
-                self._gate = cache[4]
+                # Ranked just before (no learning since): same candidates, gate and scores.
+                _, cands, feats, _, self._gate, scores = cache
+                self._update_ranker(cands, feats, a, scores)
             else:
                 cands, feats, _ = self._candidates(hist, live.task, live)
-            self._update_ranker(cands, feats, a)
+                self._update_ranker(cands, feats, a)
         norm = normalize_action(a)
         tpl = norm.template
-        prog = program(a)
+        prog = _program(a)
+        values = norm.values
         # Slot-filling statistics, measured before the values are learned.
-        if norm.values:
-            self._learn_slots(tpl, norm.values, live)
-        n = len(hist)
-        nexts, totals, lasts = self._next, self._total, self._last
-        tail = tuple(hist[-self.max_order:]) if n else ()
-        lt = len(tail)
-        for k in range(lt + 1):
-            ctx = tail[lt - k:] if k else ()
-            nk = nexts[k]
-            d = nk.get(ctx)
-            if d is None:
-                nk[ctx] = {a: 1}
-                totals[k][ctx] = 1
-            else:
+        if values:
+            self._learn_slots(tpl, values, live)
+        nexts, lasts = self._next, self._last
+        zero = nexts[0].get(())
+        if zero is None:
+            zero = nexts[0][()] = {}
+        c = zero[a] = zero.get(a, 0) + 1
+        if c == 1:
+            self._first0[a] = len(self._first0)
+            self._pactions.setdefault(prog, []).append(a)
+        if self._top0 is not None and (c >= self._top0_min or len(self._top0) < self.top_frequent):
+            self._raise_top0(a, c)
+        if hist:
+            # Concrete context model, orders 1..max_order. A context seen for the first time
+            # makes every longer one new too, and needs no last follower.
+            tail = tuple(hist[-self.max_order:])
+            lt = len(tail)
+            for k in range(1, lt + 1):
+                ctx = tail[lt - k:]
+                d = nexts[k].get(ctx)
+                if d is None:
+                    for k2 in range(k, lt + 1):
+                        nexts[k2][tail[lt - k2:]] = {a: 1}
+                    break
                 d[a] = d.get(a, 0) + 1
-                totals[k][ctx] += 1
-            if k:
                 lasts[k][ctx] = a
-        if n >= 2:
-            b2 = hist[-2]
-            d = self._skip.get(b2)
-            if d is None:
-                self._skip[b2] = {a: 1}
-                self._skip_total[b2] = 1
-            else:
-                d[a] = d.get(a, 0) + 1
-                self._skip_total[b2] += 1
+            if len(hist) >= 2:
+                _count(self._skip, hist[-2], a)
+            # Trigger model: every distinct action of the last ``window``.
+            trig = self._trig
+            for b in dict.fromkeys(hist[-1:-self.window - 1:-1]):
+                d = trig.get(b)
+                if d is None:
+                    trig[b] = {a: 1}
+                else:
+                    d[a] = d.get(a, 0) + 1
         th = live.templates
-        m = len(th)
-        if m:
+        if th:
             ttail = tuple(th[-self.template_order:])
             mt = len(ttail)
-            tnexts, ttotals = self._tnext, self._ttotal
+            tnexts = self._tnext
             for k in range(1, mt + 1):
                 ctx = ttail[mt - k:]
-                tk = tnexts[k]
-                d = tk.get(ctx)
+                d = tnexts[k].get(ctx)
                 if d is None:
-                    tk[ctx] = {tpl: 1}
-                    ttotals[k][ctx] = 1
-                else:
-                    d[tpl] = d.get(tpl, 0) + 1
-                    ttotals[k][ctx] += 1
-        if m:
-            prev_t = th[-1]
-            e = self._edges.get((prev_t, tpl))
+                    for k2 in range(k, mt + 1):  # new, and so are the longer ones
+                        tnexts[k2][ttail[mt - k2:]] = {tpl: 1}
+                    break
+                d[tpl] = d.get(tpl, 0) + 1
+            e = self._edges.get((th[-1], tpl))
             if e is None:
-                self._edges[(prev_t, tpl)] = [1, 0, 0]
+                self._edges[(th[-1], tpl)] = [1, 0, 0]
             else:
                 e[0] += 1
-        seen_b: set[str] = set()
-        for b in hist[-1:-self.window - 1:-1]:
-            if b in seen_b:
-                continue
-            seen_b.add(b)
-            d = self._trig.get(b)
-            if d is None:
-                self._trig[b] = {a: 1}
-                self._trig_total[b] = 1
-            else:
-                d[a] = d.get(a, 0) + 1
-                self._trig_total[b] += 1
-        if len(live.programs) >= 2:
-            pk = (live.programs[-2], live.programs[-1])
-            d = self._pnext2.get(pk)
-            if d is None:
-                self._pnext2[pk] = {prog: 1}
-            else:
-                d[prog] = d.get(prog, 0) + 1
-        pp = live.programs[-1] if live.programs else ""
-        d = self._pnext.get(pp)
-        if d is None:
-            self._pnext[pp] = {prog: 1}
-            self._ptotal[pp] = 1
-        else:
-            d[prog] = d.get(prog, 0) + 1
-            self._ptotal[pp] += 1
-        self._pcount[prog] = self._pcount.get(prog, 0) + 1
-        pa = self._pactions.get(prog)
-        if pa is None:
-            self._pactions[prog] = {a: 1}
-        else:
-            pa[a] = pa.get(a, 0) + 1
-        if self._known_matrix is not None and a not in self._next[0][()]:
-            self._known_matrix = None
-        if self._top0 is not None:
-            z = self._next[0][()]
-            if z.get(a, 0) + 1 > self._top0_min or len(self._top0) < self.top_frequent:
-                self._top0 = None
+        progs = live.programs
+        if len(progs) >= 2:
+            _count(self._pnext2, (progs[-2], progs[-1]), prog)
+        _count(self._pnext, progs[-1] if progs else "", prog)
         hist.append(a)
         th.append(tpl)
-        live.programs.append(prog)
-        self._remember(live, tpl, norm.values)
+        progs.append(prog)
+        if values:
+            self._remember(live, tpl, values)
         self._n_actions += 1
         self._cache = None
 
-    def _remember(self, live: _Live, tpl: str, values: tuple[tuple[str, str], ...]) -> None:
-        """Record a session's slot values by template slot, by type and by slot name."""
+    def _remember(self, live: _Live, tpl: str, values: tuple[tuple[str, str], ...],
+                  copy: bool = False) -> None:
+        """Record a session's slot values by template slot, by type and by slot name.
+
+        With ``copy`` the lists changed are replaced by new ones, so that a shallow copy of
+        ``live`` can learn without changing ``live``.
+        """
         if not values:
             return
         names = self._slot_names(tpl)
+        push = self._push
         for i, (ph, v) in enumerate(values):
-            self._push(live.slot_values, (tpl, i), v)
-            self._push(live.type_values, ph, v)
+            push(live.slot_values, (tpl, i), v, copy)
+            push(live.type_values, ph, v, copy)
             if i < len(names) and names[i]:
-                self._push(live.name_values, names[i], v)
+                push(live.name_values, names[i], v, copy)
             live.used.add(v)
 
-    def _slot_names(self, tpl: str) -> tuple[str, ...]:
-        """The word just before each placeholder of a template (``"access_token"``, ``"-p"``)."""
-        names = self._names_cache.get(tpl)
-        if names is None:
-            pieces = _split_template(tpl)
-            names = tuple((m.group(1) if (m := _SLOT_NAME.search(piece)) else "")
-                          for piece in pieces[:-1])
-            self._names_cache[tpl] = names
-        return names
+    def _extended(self, live: _Live, action: str) -> _Live:
+        """A copy of a session's slot values that also remembers ``action`` (``live`` is unchanged)."""
+        out = _Live(live.task)
+        out.slot_values = dict(live.slot_values)
+        out.type_values = dict(live.type_values)
+        out.name_values = dict(live.name_values)
+        out.used = set(live.used)
+        norm = normalize_action(action)
+        self._remember(out, norm.template, norm.values, copy=True)
+        return out
 
     @staticmethod
-    def _push(d: dict[Any, list[str]], key: Any, value: str) -> None:
+    def _slot_names(tpl: str) -> tuple[str, ...]:
+        """The word just before each placeholder of a template (``"access_token"``, ``"-p"``)."""
+        return _template_parts(tpl)[2]
+
+    @staticmethod
+    def _push(d: dict[Any, list[str]], key: Any, value: str, copy: bool = False) -> None:
+        """Make ``value`` the most recent of ``d[key]`` (a new list when ``copy``)."""
         lst = d.get(key)
         if lst is None:
             d[key] = [value]
         else:
+            if copy:
+                lst = d[key] = lst.copy()
             if value in lst:
                 lst.remove(value)
             lst.append(value)
@@ -644,6 +730,7 @@ class NextActionPredictor:
         live = self._live.pop(sid, None)
         if live is None:
             return
+        self._version += 1
         self._n_sessions += 1
         th = live.templates
         idx = 0 if flag is None else (1 if flag else 2)
@@ -678,66 +765,66 @@ class NextActionPredictor:
 
     # ----------------------------------------------------------------------- slot filling
 
-    def _slot_options(self, tpl: str, slot: int, ph: str, live: _Live | None,
-                      task_values: dict[str, list[str]], used: set[str]) -> list[tuple[str, str, int]]:
-        """Candidate values of one slot: (value, source, rank within source), best first."""
-        out: list[tuple[str, str, int]] = []
+    def _slot_options(self, tpl: str, slot: int, ph: str, live: _Live,
+                      task_values: dict[str, list[str]], used: set[str]) -> list[tuple[str, int]]:
+        """Candidate values of one slot, best first, each with the index of its (source, rank).
+
+        Each source (see ``_SOURCES``) gives its first few values not given by an earlier one.
+        """
+        out: list[tuple[str, int]] = []
         seen: set[str] = set()
-
-        def add(vals: Iterable[str], source: str, limit: int) -> None:
-            r = 0
-            for v in vals:
-                if r >= limit:
-                    break
-                if v in seen:
-                    continue
-                seen.add(v)
-                out.append((v, source, r))
-                r += 1
-
-        if live is not None:
-            add(reversed(live.slot_values.get((tpl, slot), ())), "slot", 2)
-            names = self._slot_names(tpl)
-            if slot < len(names) and names[slot]:
-                add(reversed(live.name_values.get(names[slot], ())), "name", 2)
-            add(reversed(live.type_values.get(ph, ())), "session", 3)
-        tv = task_values.get(ph, [])
-        add([v for v in tv if v not in used] + [v for v in tv if v in used], "task", 4)
+        vals = live.slot_values.get((tpl, slot))
+        if vals:
+            _take(reversed(vals), _SOURCE_INDEX["slot"], seen, out)
+        names = self._slot_names(tpl)
+        if slot < len(names) and names[slot]:
+            vals = live.name_values.get(names[slot])
+            if vals:
+                _take(reversed(vals), _SOURCE_INDEX["name"], seen, out)
+        vals = live.type_values.get(ph)
+        if vals:
+            _take(reversed(vals), _SOURCE_INDEX["session"], seen, out)
+        vals = task_values.get(ph)
+        if vals:
+            # Task values not used yet in the session first.
+            _take([v for v in vals if v not in used] + [v for v in vals if v in used],
+                  _SOURCE_INDEX["task"], seen, out)
         g = self._slot_global.get((tpl, slot))
         if g:
-            add(sorted(g, key=lambda v: -g[v]), "global", 2)
+            # Most frequent first; ties in order of first use (a stable sort).
+            _take(sorted(g, key=g.__getitem__, reverse=True), _SOURCE_INDEX["global"], seen, out)
         return out
 
-    def _source_p(self, source: str, rank: int) -> float:
-        s = self._source_stats.get((source, rank))
-        prior = {"slot": 0.5, "name": 0.4, "session": 0.3, "task": 0.3, "global": 0.3}[source] / (1 + rank)
-        if s is None:
+    def _source_p(self, index: int) -> float:
+        """Probability that a slot value of this (source, rank) index is right, learned online."""
+        prior = _SOURCE_PRIOR[index]
+        tries = self._source_tries[index]
+        if not tries:
             return prior
-        return (s[0] + 2 * prior) / (s[1] + 2)
+        return (self._source_hits[index] + 2 * prior) / (tries + 2)
 
     def _learn_slots(self, tpl: str, values: tuple[tuple[str, str], ...], live: _Live) -> None:
         if live.task_values is None:
             live.task_values = extract_task_values(live.task) if live.task else {}
         task_values = live.task_values
         used = live.used
+        tries, hits = self._source_tries, self._source_hits
+        glob = self._slot_global
         for i, (ph, v) in enumerate(values):
-            for value, source, r in self._slot_options(tpl, i, ph, live, task_values, used):
-                s = self._source_stats.get((source, r))
-                if s is None:
-                    s = self._source_stats[(source, r)] = [0, 0]
-                s[1] += 1
+            for value, index in self._slot_options(tpl, i, ph, live, task_values, used):
+                tries[index] += 1
                 if value == v:
-                    s[0] += 1
-            g = self._slot_global.get((tpl, i))
+                    hits[index] += 1
+            g = glob.get((tpl, i))
             if g is None:
-                self._slot_global[(tpl, i)] = {v: 1}
+                glob[(tpl, i)] = {v: 1}
             else:
                 g[v] = g.get(v, 0) + 1
 
-    def _fill(self, tpl: str, live: _Live | None, task_values: dict[str, list[str]],
+    def _fill(self, tpl: str, live: _Live, task_values: dict[str, list[str]],
               used: set[str], limit: int = 3) -> list[tuple[str, float]]:
         """Concrete fillings of a template with their fill probabilities, best first."""
-        slots = placeholders_of(tpl)
+        slots, pieces, _ = _template_parts(tpl)
         if not slots:
             return [(tpl, 1.0)]
         partial: list[tuple[list[str], float]] = [([], 1.0)]
@@ -745,15 +832,14 @@ class NextActionPredictor:
             opts = self._slot_options(tpl, i, ph, live, task_values, used)
             if not opts:
                 return []
-            scored = [(v, self._source_p(src, r)) for v, src, r in opts]
+            scored = [(v, self._source_p(index)) for v, index in opts]
             z = sum(p for _, p in scored) or 1.0
             scored = [(v, p / z * min(1.0, z)) for v, p in scored]
-            scored.sort(key=lambda x: -x[1])
+            scored.sort(key=itemgetter(1), reverse=True)  # stable: ties keep their order
             nxt = [(vals + [v], p * q) for vals, p in partial for v, q in scored[:limit]]
-            nxt.sort(key=lambda x: -x[1])
+            nxt.sort(key=itemgetter(1), reverse=True)
             partial = nxt[:limit]
         out = []
-        pieces = _split_template(tpl)
         for vals, p in partial:
             s = pieces[0]
             for v, piece in zip(vals, pieces[1:], strict=False):
@@ -793,13 +879,16 @@ class NextActionPredictor:
         known = self._next[0].get(())
         if not known:
             return None
-        if self._known_matrix is None:
-            self._known_actions = list(known)
-            missing = [x for x in self._known_actions if x not in self._action_cache]
+        if self._known_matrix is None or len(self._known_actions) < len(known):
+            # Known actions only ever grow, in first-seen order: embed and append the new ones.
+            new = list(itertools.islice(known, len(self._known_actions), None))
+            missing = [x for x in new if x not in self._action_cache]
             if missing:
                 for x, v in zip(missing, self.embedder.embed_documents(missing), strict=False):
                     self._action_cache[x] = np.asarray(v, dtype=np.float32)
-            self._known_matrix = np.stack([self._action_cache[x] for x in self._known_actions])
+            rows = np.stack([self._action_cache[x] for x in new])
+            self._known_matrix = rows if self._known_matrix is None else np.vstack([self._known_matrix, rows])
+            self._known_actions.extend(new)
         q = self._embed_action(a)
         sims = self._known_matrix @ q
         i = int(np.argmax(sims))
@@ -812,9 +901,13 @@ class NextActionPredictor:
 
     # ------------------------------------------------------------------------- candidates
 
-    def _candidates(self, hist: Sequence[str], task: str | None, live: _Live | None,
+    def _candidates(self, hist: Sequence[str], task: str | None, live: _Live,
                     ) -> tuple[list[str], list[list[float]], list[str]]:
-        """Candidate actions, their feature vectors, and their templates."""
+        """Candidate actions, their feature vectors, and their templates.
+
+        ``live`` holds the templates and slot values of ``hist`` (a streamed session's or a
+        ranked context's).
+        """
         k_max = self.max_order
         nf = len(self._names)
         feats: dict[str, list[float]] = {}
@@ -829,6 +922,8 @@ class NextActionPredictor:
         i_ppm, i_intask = i_fill + 11, i_fill + 12
         i_gap = i_intask + 1
         i_skip = i_gap + _GAPS
+
+        lg = self._scale
 
         def vec(a: str) -> list[float]:
             v = feats.get(a)
@@ -847,11 +942,11 @@ class NextActionPredictor:
                 continue
             if not longest:
                 longest = k
-            tot = self._total[k][ctx] + 1.0
+            tot = sum(d.values()) + 1.0
             rest_tot = 0
             rest_q = 0
             for a, c in d.items():
-                vec(a)[k] = c / tot
+                vec(a)[k] = lg(c / tot)
                 if a not in ppm:
                     rest_tot += c
                     rest_q += 1
@@ -861,46 +956,42 @@ class NextActionPredictor:
                     if a not in ppm:
                         ppm[a] = c * z
                 escape *= rest_q / (rest_tot + rest_q)
-            vec(self._last[k][ctx])[i_last + k - 1] = 1.0
+            last = self._last[k].get(ctx)
+            vec(next(iter(d)) if last is None else last)[i_last + k - 1] = 1.0
         for a, q in ppm.items():
-            feats[a][i_ppm] = q
+            feats[a][i_ppm] = lg(q)
         self._gate = longest
         zero = self._next[0].get(())
         if zero:
-            tot0 = self._total[0][()] + 1.0
+            tot0 = self._n_actions + 1.0  # the sum of the order-0 counts
             top0 = self._top0 if self._top0 is not None else self._refresh_top0()
             for a in top0:
                 vec(a)
             # Program back-off: frequent actions of the programs likely to come next.
-            pp0 = program(hist[-1]) if n else ""
+            pp0 = _program(hist[-1]) if n else ""
             pd0 = self._pnext.get(pp0)
             if pd0:
-                for pg, _ in sorted(pd0.items(), key=lambda x: -x[1])[:3]:
-                    pa = self._pactions.get(pg, {})
-                    for a, _ in sorted(pa.items(), key=lambda x: -x[1])[:3]:
+                # nlargest is a stable sort, most frequent first (ties: first seen first).
+                for pg, _ in heapq.nlargest(3, pd0.items(), key=itemgetter(1)):
+                    for a in heapq.nlargest(3, self._pactions[pg], key=zero.__getitem__):
                         vec(a)
             for j in range(n - 1, max(-1, n - 61), -1):
                 vec(hist[j])
             for a in feats:
                 c = zero.get(a)
                 if c:
-                    feats[a][0] = c / tot0
+                    feats[a][0] = lg(c / tot0)
         # Template model with filled placeholders.
-        if live is not None:
-            th = live.templates
-        else:
-            th = [normalize_action(a).template for a in hist[-self.template_order:]]
+        th = live.templates
         m = len(th)
-        task_values: dict[str, list[str]] | None = None
-        used: set[str] | None = None
         tscore: dict[str, list[float]] = {}
         for k in range(1, min(self.template_order, m) + 1):
             ctx = tuple(th[m - k:])
             d = self._tnext[k].get(ctx)
             if d is None:
                 break
-            tot = self._ttotal[k][ctx] + 1.0
-            for t, c in sorted(d.items(), key=lambda x: -x[1])[:8]:
+            tot = sum(d.values()) + 1.0
+            for t, c in heapq.nlargest(8, d.items(), key=itemgetter(1)):
                 tscore.setdefault(t, [0.0] * (self.template_order + 1))[k] = c / tot
         # Similar past tasks: vote for templates.
         tvotes: dict[str, list[float]] = {}
@@ -926,15 +1017,7 @@ class NextActionPredictor:
                 tscore.setdefault(t, [0.0] * (self.template_order + 1))
         if tscore:
             task_values = extract_task_values(task) if task else {}
-            if live is not None:
-                used = live.used
-            else:
-                used = set(v for a in hist for _, v in normalize_action(a).values)
-            if live is None:
-                live = _Live(task)
-                for a in hist:
-                    norm = normalize_action(a)
-                    self._remember(live, norm.template, norm.values)
+            used = live.used
             for t, sc in tscore.items():
                 for a, fp in self._fill(t, live, task_values, used):
                     v = vec(a)
@@ -946,14 +1029,20 @@ class NextActionPredictor:
                     if tv is not None:
                         v[i_tnext] = max(v[i_tnext], tv[0] * fp)
                         v[i_tany] = max(v[i_tany], tv[1] * fp)
+            # Scaled once final (maxima over the fillings).
+            filled = (*range(i_tpl, i_fill + 1), i_tnext, i_tany)
+            for a in tpls:
+                v = feats[a]
+                for j in filled:
+                    v[j] = lg(v[j])
         # Similar known action for an unseen last action.
         if n and longest == 0 and self.embedder is not None and self.embed_actions:
             near = self._similar_action(hist[-1])
             if near is not None:
                 d = self._next[1].get((near[0],), {})
-                tot = self._total[1].get((near[0],), 0) + 1.0
+                tot = sum(d.values()) + 1.0
                 for a, c in d.items():
-                    vec(a)[i_sim] = near[1] * c / tot
+                    vec(a)[i_sim] = lg(near[1] * c / tot)
         # Within-session repetition.
         w = 1.0
         for j in range(n - 1, max(-1, n - 21), -1):
@@ -969,38 +1058,42 @@ class NextActionPredictor:
         if n >= 2:
             sd = self._skip.get(hist[-2])
             if sd:
-                stot = self._skip_total[hist[-2]] + 1.0
+                stot = sum(sd.values()) + 1.0
                 for a, c in sd.items():
                     if a in feats:
-                        feats[a][i_skip] = c / stot
+                        feats[a][i_skip] = lg(c / stot)
         # Program model and outcomes.
-        pp = program(hist[-1]) if n else ""
+        pp = _program(hist[-1]) if n else ""
         pd = self._pnext.get(pp)
-        ptot = self._ptotal.get(pp, 0) + 1.0
-        pd2 = self._pnext2.get((program(hist[-2]), pp)) if n >= 2 else None
+        ptot = sum(pd.values()) + 1.0 if pd else 1.0
+        pd2 = self._pnext2.get((_program(hist[-2]), pp)) if n >= 2 else None
         ptot2 = sum(pd2.values()) + 1.0 if pd2 else 1.0
-        trig = []
-        seen_b: set[str] = set()
-        for b in hist[-1:-self.window - 1:-1]:
-            if b not in seen_b:
-                seen_b.add(b)
-                tb = self._trig.get(b)
-                if tb:
-                    trig.append((tb, self._trig_total[b] + 1.0))
-        ntrig = float(len(seen_b)) or 1.0
+        # Trigger model: the candidate's shares of the followers of each recent distinct action,
+        # summed in that order (most recent first) over the candidates among them.
+        recent = dict.fromkeys(hist[-1:-self.window - 1:-1])
+        ntrig = float(len(recent)) or 1.0
+        trig: dict[str, float] = {}
+        for b in recent:
+            tb = self._trig.get(b)
+            if tb:
+                tt = sum(tb.values()) + 1.0
+                for a in tb.keys() & feats.keys():
+                    trig[a] = trig.get(a, 0) + tb[a] / tt
         last_t = th[-1] if m else None
         low_task = task.lower() if task else None
+        edges = self._edges
         cands = list(feats)
         rows = []
         for a in cands:
             v = feats[a]
-            pa = program(a)
+            pa = _program(a)
             if pd:
-                v[i_prog] = pd.get(pa, 0) / ptot
+                v[i_prog] = lg(pd.get(pa, 0) / ptot)
             if pd2:
-                v[i_prog2] = pd2.get(pa, 0) / ptot2
-            if trig:
-                v[i_trig] = sum(tb.get(a, 0) / tt for tb, tt in trig) / ntrig
+                v[i_prog2] = lg(pd2.get(pa, 0) / ptot2)
+            x = trig.get(a)
+            if x is not None:
+                v[i_trig] = lg(x / ntrig)
             t = tpls.get(a)
             if t is None or low_task is not None:
                 norm = normalize_action(a)
@@ -1009,22 +1102,53 @@ class NextActionPredictor:
                     # Share of the candidate's argument values that the task text mentions.
                     v[i_intask] = sum(val.lower() in low_task for _, val in norm.values) / len(norm.values)
             if last_t is not None:
-                e = self._edges.get((last_t, t))
+                e = edges.get((last_t, t))
                 if e is not None and e[1] + e[2]:
                     v[i_succ] = (e[1] - e[2]) / (e[1] + e[2] + 1.0)
-            if self._logidx:
-                for j in self._logidx:
-                    if v[j]:
-                        v[j] = math.log1p(v[j] * 100.0) * 0.2166
             rows.append(v)
         return cands, rows, [tpls[a] for a in cands]
 
     def _refresh_top0(self) -> list[str]:
+        """The ``top_frequent`` most frequent actions (ties: first seen first), kept in ``_top0``."""
         zero = self._next[0].get((), {})
         top = sorted(zero.items(), key=lambda x: -x[1])[: self.top_frequent]
         self._top0 = [a for a, _ in top]
         self._top0_min = top[-1][1] if top else 0
+        self._top0_k = self.top_frequent
         return self._top0
+
+    def _raise_top0(self, a: str, c: int) -> None:
+        """Keep ``_top0`` as ``_refresh_top0`` would make it after the count of ``a`` rose to ``c``."""
+        top = self._top0
+        assert top is not None
+        k = self.top_frequent
+        if k < 1 or k != self._top0_k:
+            self._top0 = None  # refreshed when next needed
+            return
+        zero = self._next[0][()]
+        first = self._first0
+        fa = first[a]
+        if a in top:
+            i = top.index(a)
+        elif len(top) < k:  # then every action is in it: ``a`` is new
+            top.append(a)
+            i = len(top) - 1
+        else:
+            b = top[-1]
+            if zero[b] > c or (zero[b] == c and first[b] < fa):
+                return
+            top[-1] = a
+            i = k - 1
+        # Move ``a`` up past the actions it now beats.
+        while i:
+            b = top[i - 1]
+            cb = zero[b]
+            if cb > c or (cb == c and first[b] < fa):
+                break
+            top[i] = b
+            i -= 1
+        top[i] = a
+        self._top0_min = zero[top[-1]]
 
     def _weights(self) -> list[float]:
         wg = self._wg.get(self._gate)
@@ -1033,8 +1157,10 @@ class NextActionPredictor:
         return [a + b for a, b in zip(self._w, wg, strict=True)]
 
     def _scores(self, rows: list[list[float]]) -> list[float]:
+        """Each row's score: the sum, in feature order, of its non-zero features times their weights."""
         w = self._weights()
-        return [sum(wi * xi for wi, xi in zip(w, x, strict=False) if xi) for x in rows]
+        features = range(len(w))
+        return [sum([w[j] * x[j] for j in compress(features, x)]) for x in rows]
 
     @staticmethod
     def _softmax(scores: list[float]) -> list[float]:
@@ -1045,10 +1171,13 @@ class NextActionPredictor:
         z = sum(ex)
         return [e / z for e in ex]
 
-    def _update_ranker(self, cands: list[str], rows: list[list[float]], truth: str) -> None:
+    def _update_ranker(self, cands: list[str], rows: list[list[float]], truth: str,
+                       scores: list[float] | None = None) -> None:
+        """One online step on the candidates' features (``scores``: theirs if already known)."""
         if not cands:
             return
-        scores = self._scores(rows)
+        if scores is None:
+            scores = self._scores(rows)
         probs = self._softmax(scores)
         best = max(range(len(cands)), key=lambda i: (scores[i], -i))
         b = min(int(probs[best] * self.calibration_bins), self.calibration_bins - 1)
@@ -1062,11 +1191,11 @@ class NextActionPredictor:
         lr = self.learning_rate
         w = self._w
         grad = list(rows[t])
+        features = range(len(w))
         for p, x in zip(probs, rows, strict=False):
             if p > 1e-6:
-                for j, xj in enumerate(x):
-                    if xj:
-                        grad[j] -= p * xj
+                for j in compress(features, x):
+                    grad[j] -= p * x[j]
         # The shared weights and the offsets of the current gate take the same gradient step.
         wg = self._wg.get(self._gate)
         if wg is None:
@@ -1092,16 +1221,49 @@ class NextActionPredictor:
 
     # ---------------------------------------------------------------------------- predict
 
-    def _ranked(self, context: Sequence[str], task: str | None,
+    def _context(self, context: Sequence[str]) -> _Context:
+        """The remembered context extended to ``context`` (validated), or a new one.
+
+        Raises:
+            InvalidSessionError: An action in the context is blank or not a string.
+        """
+        raw = context if type(context) is list else list(context)
+        memo = self._memo
+        m = len(memo.raw) if memo is not None else 0
+        if memo is None or m > len(raw) or (m and raw[:m] != memo.raw):
+            memo, m = _Context(), 0
+        if m < len(raw):
+            new = raw[m:]
+            clean = [_check_action(a, "context", i) for i, a in enumerate(new, m)]
+            live = memo.live
+            for a in clean:
+                norm = normalize_action(a)
+                self._remember(live, norm.template, norm.values)
+                live.templates.append(norm.template)
+            live.actions += clean
+            memo.raw += new
+            memo.ranked = None
+        self._memo = memo
+        return memo
+
+    def _ranked(self, memo: _Context, task: str | None,
                 ) -> tuple[list[str], list[float], list[list[float]], list[str]]:
-        hist = [_check_action(a, f"context[{i}]") for i, a in enumerate(context)]
-        cands, rows, tpls = self._candidates(hist, task, None)
+        """Candidates of a context, most likely first, with their scores, features and templates."""
+        ranked = memo.ranked
+        if ranked is not None and ranked[0] == self._version and ranked[1] == task:
+            out, self._cache = ranked[2]
+            self._gate = self._cache[4]
+            return out
+        hist = memo.live.actions
+        cands, rows, tpls = self._candidates(hist, task, memo.live)
         key = (len(hist), tuple(hist[-self.max_order - 1:]), task)
-        self._cache = (key, cands, rows, tpls, self._gate)
         scores = self._scores(rows)
+        self._cache = (key, cands, rows, tpls, self._gate, scores)
         order = sorted(range(len(cands)), key=lambda i: (-scores[i], i))
-        return ([cands[i] for i in order], [scores[i] for i in order],
-                [rows[i] for i in order], [tpls[i] for i in order])
+        out = ([cands[i] for i in order], [scores[i] for i in order],
+               [rows[i] for i in order], [tpls[i] for i in order])
+        memo.ranked = (self._version, task, (out, self._cache))
+        return out
 
     def rank(self, context: Sequence[str], *, task: str | None = None, k: int = 10) -> list[str]:
         """Rank likely next actions (the fast path used by evaluation).
@@ -1120,7 +1282,9 @@ class NextActionPredictor:
         """
         if not isinstance(k, int) or k < 1:
             raise ConfigurationError(f"k must be an int >= 1, got {k!r}")
-        return self._ranked(context, self._task_text(task))[0][:k]
+        task_text = self._task_text(task)
+        with self._lock:
+            return self._ranked(self._context(context), task_text)[0][:k]
 
     def predict(self, context: Sequence[str], *, task: str | None = None, top_k: int = 3) -> list[Prediction]:
         """Predict the next action with confidence and explanation (seed 001).
@@ -1142,13 +1306,18 @@ class NextActionPredictor:
         if not isinstance(top_k, int) or top_k < 1:
             raise ConfigurationError(f"top_k must be an int >= 1, got {top_k!r}")
         task_text = self._task_text(task)
-        cands, scores, rows, tpls = self._ranked(context, task_text)
+        with self._lock:
+            return self._predict(self._context(context), task_text, top_k)
+
+    def _predict(self, memo: _Context, task_text: str | None, top_k: int) -> list[Prediction]:
+        """:meth:`predict` of a validated context."""
+        cands, scores, rows, tpls = self._ranked(memo, task_text)
         if not cands:
             return []
         probs = self._softmax(scores)
         top = self._calibrate(probs[0])
-        hist = [collapse_whitespace(a) for a in context]
-        last_t = normalize_action(hist[-1]).template if hist else None
+        hist = memo.live.actions
+        last_t = memo.live.templates[-1] if hist else None
         out = []
         for i in range(min(top_k, len(cands))):
             conf = top if i == 0 else min(top, top * probs[i] / probs[0]) if probs[0] else 0.0
@@ -1161,7 +1330,7 @@ class NextActionPredictor:
             out.append(Prediction(
                 action=a, confidence=float(max(0.0, min(1.0, conf))),
                 reason=self._reason(hist, rows[i], tpls[i], sr, task_text),
-                suggestions=self._suggest(hist + [a], task_text),
+                suggestions=self._suggest(memo.live, a, task_text),
                 pattern=tpls[i], success_rate=sr,
             ))
         return out
@@ -1180,7 +1349,7 @@ class NextActionPredictor:
             if k == 0:
                 return f"most frequent action overall{rate}"
             ctx = tuple(hist[-k:])
-            seen = self._total[k].get(ctx, 0)
+            seen = sum(self._next[k].get(ctx, {}).values())
             tail = " → ".join(f"'{c}'" for c in ctx[-2:])
             more = "most recently " if name.startswith("last") else ""
             return f"{more}after {tail} (order-{k} context, seen {seen}×{rate})"
@@ -1196,7 +1365,7 @@ class NextActionPredictor:
         if name in ("program", "program2"):
             if not hist:
                 return f"sessions usually start with this program{rate}"
-            return f"program '{program(hist[-1])}' is usually followed by this program{rate}"
+            return f"program '{_program(hist[-1])}' is usually followed by this program{rate}"
         if name == "in_task":
             return f"its arguments are mentioned in the task text{rate}"
         if name == "skip":
@@ -1205,30 +1374,25 @@ class NextActionPredictor:
             return f"usually comes within {self.window} steps after the recent actions{rate}"
         return f"past success of this step{rate}"
 
-    def _suggest(self, hist: list[str], task: str | None, n: int = 2) -> list[str]:
-        t = normalize_action(hist[-1]).template
-        d = self._tnext[1].get((t,))
+    def _suggest(self, live: _Live, action: str, task: str | None, n: int = 2) -> list[str]:
+        """Up to ``n`` likely actions after ``action`` taken in the session ``live``."""
+        d = self._tnext[1].get((normalize_action(action).template,))
         if not d:
             return []
         out: list[str] = []
+        after: _Live | None = None
         for nt, _ in sorted(d.items(), key=lambda x: -x[1]):
             if len(out) >= n:
                 break
-            filled = self._fill_simple(nt, hist, task)
+            filled: str | None = nt
+            if _template_parts(nt)[0]:
+                if after is None:
+                    after = self._extended(live, action)
+                f = self._fill(nt, after, extract_task_values(task) if task else {}, after.used, limit=1)
+                filled = f[0][0] if f else None
             if filled is not None and filled not in out:
                 out.append(filled)
         return out
-
-    def _fill_simple(self, tpl: str, hist: list[str], task: str | None) -> str | None:
-        if not placeholders_of(tpl):
-            return tpl
-        live = _Live(task)
-        for a in hist:
-            norm = normalize_action(a)
-            self._remember(live, norm.template, norm.values)
-        used = set(v for vs in live.type_values.values() for v in vs)
-        f = self._fill(tpl, live, extract_task_values(task) if task else {}, used, limit=1)
-        return f[0][0] if f else None
 
     # -------------------------------------------------------------------------- inspection
 
@@ -1301,8 +1465,3 @@ class NextActionPredictor:
             "weights": dict(zip(self._names, (round(w, 4) for w in self._w), strict=False)),
         }
 
-
-def _split_template(tpl: str) -> list[str]:
-    import re
-
-    return re.split(r"<(?:URL|IP|STR|HEX|PATH|FILE|NUM)>", tpl)
