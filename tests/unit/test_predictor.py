@@ -245,3 +245,19 @@ def test_unseen_action_borrows_from_actions_learned_after_the_first_lookup():
     for _ in range(3):
         p.learn_session(["docker compose up", "docker compose logs"])
     assert p.rank(["docker compose up --wait"])[0] == "docker compose logs"
+
+
+def test_program_first_puts_the_most_likely_program_first():
+    # After "cd repo": "git status" is the most frequent single command (3 of 7), but "ls" in its
+    # variants is the most likely program (4 of 7).
+    sessions = [["cd repo", "git status"]] * 3 + [["cd repo", "ls -a"]] * 2 + [["cd repo", "ls -l"]] * 2
+    ranked = {}
+    for flag in (True, False):
+        p = NextActionPredictor(program_first=flag, online=False)
+        for s in sessions:
+            p.learn_session(s)
+        ranked[flag] = p.rank(["cd repo"], k=3)
+        assert p.predict(["cd repo"], top_k=1)[0].action == ranked[flag][0]
+    assert ranked[False][0] == "git status"
+    assert ranked[True][0] in ("ls -a", "ls -l")
+    assert set(ranked[True]) == set(ranked[False])  # the same candidates, only the first moved

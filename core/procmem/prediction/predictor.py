@@ -233,6 +233,14 @@ class NextActionPredictor:
         window: Actions after an action that count as its "triggers" (skip-gram model).
         embed_actions: Also embed an action never seen before to borrow the continuations of
             the nearest known action (costs one embedding per new action).
+        program_first: Put first the most likely action *of the most likely program* (a
+            program's probability being the sum of its candidate actions'), rather than the
+            single most likely action; the rest keep their order. Which program or tool comes
+            next is the first decision of a procedure, and the probability of a program spread
+            over many argument variants is otherwise lost: on ``benchmarks/next_action.py`` this
+            raised program top-1 by 4 points on kypo and bfcl, at the cost of 0.8 points of
+            exact top-1 on kypo (none on bfcl; sea's actions are bare programs). False ranks by
+            the action's own probability only.
         online: When False the ranker keeps its initial weights and calibration is not
             updated; learning is then pure counting (fastest bulk replay).
         replay_stride: Replay (``learn_session``/``learn_sessions``) updates the ranker only
@@ -268,6 +276,7 @@ class NextActionPredictor:
         log_features: bool = True,
         window: int = 5,
         embed_actions: bool = False,
+        program_first: bool = True,
         replay_stride: int = 256,
         optimizer: str = "adagrad",
     ) -> None:
@@ -298,6 +307,7 @@ class NextActionPredictor:
         self.top_frequent = top_frequent
         self.window = window
         self.embed_actions = embed_actions
+        self.program_first = bool(program_first)
         self.replay_stride = replay_stride
         if optimizer not in ("sgd", "adagrad"):
             raise ConfigurationError(f"optimizer must be 'sgd' or 'adagrad', got {optimizer!r}")
@@ -1179,7 +1189,7 @@ class NextActionPredictor:
         if scores is None:
             scores = self._scores(rows)
         probs = self._softmax(scores)
-        best = max(range(len(cands)), key=lambda i: (scores[i], -i))
+        best = self._first(cands, scores, probs)
         b = min(int(probs[best] * self.calibration_bins), self.calibration_bins - 1)
         self._cal[b][1] += 1
         if cands[best] == truth:
@@ -1212,6 +1222,27 @@ class NextActionPredictor:
                 if g:
                     acc[j] += g * g
                     ww[j] += lr * g / math.sqrt(acc[j] + 1.0)
+
+    def _first(self, cands: list[str], scores: list[float], probs: list[float]) -> int:
+        """Index of the candidate ranked first.
+
+        That is the best-scored one or, with ``program_first``, the best-scored one of the
+        program with the most probability (ties: the program of the best-scored candidate).
+        """
+        best = max(range(len(cands)), key=lambda i: (scores[i], -i))
+        if not self.program_first:
+            return best
+        mass: dict[str, float] = {}
+        for a, p in zip(cands, probs, strict=True):
+            g = _program(a)
+            mass[g] = mass.get(g, 0.0) + p
+        top = _program(cands[best])
+        for g, m in mass.items():
+            if m > mass[top]:
+                top = g
+        if top == _program(cands[best]):
+            return best
+        return max((i for i, a in enumerate(cands) if _program(a) == top), key=lambda i: (scores[i], -i))
 
     def _calibrate(self, p: float) -> float:
         b = min(int(p * self.calibration_bins), self.calibration_bins - 1)
@@ -1260,6 +1291,11 @@ class NextActionPredictor:
         scores = self._scores(rows)
         self._cache = (key, cands, rows, tpls, self._gate, scores)
         order = sorted(range(len(cands)), key=lambda i: (-scores[i], i))
+        if self.program_first and len(order) > 1:
+            first = self._first(cands, scores, self._softmax(scores))
+            if first != order[0]:
+                order.remove(first)
+                order.insert(0, first)
         out = ([cands[i] for i in order], [scores[i] for i in order],
                [rows[i] for i in order], [tpls[i] for i in order])
         memo.ranked = (self._version, task, (out, self._cache))
