@@ -257,7 +257,9 @@ def test_program_first_puts_the_most_likely_program_first():
         for s in sessions:
             p.learn_session(s)
         ranked[flag] = p.rank(["cd repo"], k=3)
-        assert p.predict(["cd repo"], top_k=1)[0].action == ranked[flag][0]
+        first = p.predict(["cd repo"], top_k=1)[0]
+        assert first.action == ranked[flag][0]
+        assert ("most likely next program" in first.reason) == flag
     assert ranked[False][0] == "git status"
     assert ranked[True][0] in ("ls -a", "ls -l")
     assert set(ranked[True]) == set(ranked[False])  # the same candidates, only the first moved

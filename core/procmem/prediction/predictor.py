@@ -1363,9 +1363,14 @@ class NextActionPredictor:
                 e = self._edges.get((last_t, tpls[i]))
                 if e is not None and e[1] + e[2]:
                     sr = (e[1] + 1) / (e[1] + e[2] + 2)
+            reason = self._reason(hist, rows[i], tpls[i], sr, task_text)
+            if i == 0 and len(scores) > 1 and scores[0] < max(scores):  # moved first by program_first
+                prog = _program(a)
+                mass = sum(p for c, p in zip(cands, probs, strict=True) if _program(c) == prog)
+                reason += f"; '{prog}' is the most likely next program (p {mass:.2f} over its variants)"
             out.append(Prediction(
                 action=a, confidence=float(max(0.0, min(1.0, conf))),
-                reason=self._reason(hist, rows[i], tpls[i], sr, task_text),
+                reason=reason,
                 suggestions=self._suggest(memo.live, a, task_text),
                 pattern=tpls[i], success_rate=sr,
             ))
