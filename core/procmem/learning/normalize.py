@@ -58,6 +58,7 @@ _TOKEN = re.compile(
 _INNER = re.compile(rf"^(?:(?P<URL>{_URL})|(?P<IP>{_IP})|(?P<PATH>{_PATH})|(?P<FILE>{_FILE})|(?P<NUM>{_NUM}))$")
 _PLACEHOLDER = re.compile(r"<(?:URL|IP|STR|HEX|PATH|FILE|NUM)>")
 _WS = re.compile(r"\s+")
+_TRIGGER = re.compile(r"[\d/.'\"]")
 _QUOTED_IN_TEXT = re.compile(r"(?<![A-Za-z0-9])'([^'\n]{1,200})'(?![A-Za-z0-9])|\"([^\"\n]{1,200})\"")
 _VALUE_IN_TEXT = re.compile(
     rf"(?P<URL>{_URL})|(?P<IP>{_IP})|(?P<PATH>{_PATH})|(?P<FILE>{_FILE})|(?P<NUM>{_NUM})"
@@ -79,7 +80,9 @@ class NormalizedAction(NamedTuple):
 
 def collapse_whitespace(action: str) -> str:
     """Return ``action`` stripped, with each run of white space collapsed to one space."""
-    return _WS.sub(" ", action).strip()
+    # str.split() splits on exactly the characters regex \s matches in a str pattern (both use
+    # str.isspace) and drops leading and trailing white space: the same as _WS.sub(" ", action).strip().
+    return " ".join(action.split())
 
 
 def _inner_kind(text: str) -> str:
@@ -113,6 +116,14 @@ def normalize_action(action: str) -> NormalizedAction:
     if hit is not None:
         return hit
     text = collapse_whitespace(action)
+    if _TRIGGER.search(text) is None:
+        # Every value contains a digit, "/", "." or a quote (a URL's "://" or "www." too):
+        # without one there is nothing to replace.
+        result = NormalizedAction(text, ())
+        if len(_CACHE) >= _CACHE_MAX:
+            _CACHE.clear()
+        _CACHE[action] = result
+        return result
     out: list[str] = []
     values: list[tuple[str, str]] = []
     pos = 0
@@ -143,6 +154,8 @@ def normalize_action(action: str) -> NormalizedAction:
 
 def placeholders_of(template: str) -> list[str]:
     """Return the placeholders of a template in order, e.g. ``["<FILE>", "<IP>"]``."""
+    if "<" not in template:
+        return []
     return _PLACEHOLDER.findall(template)
 
 
@@ -156,6 +169,9 @@ def program(action: str) -> str:
     Returns:
         The program name; ``""`` for a blank action.
     """
+    if "(" not in action:  # fast path: the first word ("" for a blank action)
+        words = action.split(None, 1)
+        return words[0] if words else ""
     text = action.strip()
     if not text:
         return ""
