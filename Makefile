@@ -14,9 +14,10 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 
+# The dev extra, plus mlx (mlx[cpu] on Linux) so the MLX embedder's tests run here too.
 $(STAMP): $(PY) pyproject.toml
 	$(PIP) install --quiet "torch==2.13.0"
-	$(PIP) install --quiet -e ".[dev]"
+	$(PIP) install --quiet -e ".[dev,mlx]"
 	touch $(STAMP)
 
 demo: $(STAMP)
