@@ -775,14 +775,10 @@ def create_app(memory: Any = None, *, settings: ServerSettings | None = None) ->
         """Learn one session of actions and its outcome (seed 001's ``learn_workflow``)."""
         before = memory.store.count_sessions(namespace=namespace)
         known = body.session_id is not None and memory.store.has_session(body.session_id, namespace=namespace)
-        if body.turns is not None:
-            record = memory.learn_session(body.actions(), body.session_outcome, body.instructions or "",
-                                          session_id=body.session_id, namespace=namespace, turns=body.turns)
-        else:
-            record = memory.learn_session(
-                body.actions(), body.session_outcome, body.instructions or body.task,
-                session_id=body.session_id, namespace=namespace,
-            )
+        record = memory.learn_session(
+            body.actions(), body.session_outcome, body.instructions or body.task,
+            session_id=body.session_id, namespace=namespace, turns=body.turns,
+        )
         after = memory.store.count_sessions(namespace=namespace)
         sync.learned(memory, namespace, before, after, 0 if known else 1)
         return LearnResponse(

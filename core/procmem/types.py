@@ -480,18 +480,27 @@ class SessionRecord(_Record):
             return "success" if v.lower() in {"success", "ok"} else "failure"
         raise ValueError(f"outcome must be 'success', 'failure', a bool or None, got {v!r}")
 
+    @field_validator("turns")
+    @classmethod
+    def _turns(cls, v: list[int] | None, info: ValidationInfo) -> list[int] | None:
+        # ``actions`` and ``instructions`` are declared (so validated) before ``turns``.
+        if v is None:
+            return v
+        instructions = info.data.get("instructions")
+        if not instructions:
+            raise ValueError("turns needs a list of instructions to index into")
+        actions = info.data.get("actions")
+        if actions is not None and len(v) != len(actions):
+            raise ValueError(f"turns has {len(v)} items but actions has {len(actions)}")
+        bad = next((t for t in v if not 0 <= t < len(instructions)), None)
+        if bad is not None:
+            raise ValueError(f"turns contains {bad}, not an index of the {len(instructions)} instructions")
+        return v
+
     @model_validator(mode="after")
     def _stamps(self) -> SessionRecord:
         if self.timestamps is not None and len(self.timestamps) != len(self.actions):
             raise ValueError(f"timestamps has {len(self.timestamps)} items but actions has {len(self.actions)}")
-        if self.turns is not None:
-            if not self.instructions:
-                raise ValueError("turns needs instructions (the turns index into them)")
-            if len(self.turns) != len(self.actions):
-                raise ValueError(f"turns has {len(self.turns)} items but actions has {len(self.actions)}")
-            bad = next((t for t in self.turns if not 0 <= t < len(self.instructions)), None)
-            if bad is not None:
-                raise ValueError(f"turns contains {bad}, outside 0..{len(self.instructions) - 1} (the instructions)")
         return self
 
     @property

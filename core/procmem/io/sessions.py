@@ -190,14 +190,7 @@ def _record(obj: Any, path: str, lineno: int) -> SessionRecord:
     if turns is not None:
         if not isinstance(turns, list) or not all(isinstance(t, int) and not isinstance(t, bool) for t in turns):
             raise _fail(path, lineno, "turn", f"must be a list of integers, got {_short(turns)}", turns)
-        if turn_list is None:
-            raise _fail(path, lineno, "turn", "needs a list of instructions to index into", turns)
-        if len(turns) != len(actions):
-            raise _fail(path, lineno, "turn", f"has {len(turns)} items but actions has {len(actions)}", turns)
-        bad = next((t for t in turns if not 0 <= t < len(turn_list)), None)
-        if bad is not None:
-            raise _fail(path, lineno, "turn", f"contains {bad}, not an index of the {len(turn_list)} instructions",
-                        turns)
+        # Lengths and indices are checked by SessionRecord (its field ``turns``).
     fields: dict[str, Any] = {
         "session_id": session_id,
         "actions": actions,
@@ -217,6 +210,8 @@ def _record(obj: Any, path: str, lineno: int) -> SessionRecord:
     except pydantic.ValidationError as exc:
         err = exc.errors()[0]
         field = ".".join(str(p) for p in err.get("loc", ())) or None
+        if field == "turns":
+            field = "turn"  # the file's name for it
         raise _fail(path, lineno, field, err.get("msg", str(exc)), err.get("input")) from None
 
 
