@@ -35,6 +35,7 @@ __all__ = [
     "fill_template",
     "normalize_action",
     "placeholders_of",
+    "template_pieces",
     "program",
 ]
 
@@ -159,6 +160,16 @@ def placeholders_of(template: str) -> list[str]:
     return _PLACEHOLDER.findall(template)
 
 
+def template_pieces(template: str) -> list[str]:
+    """Return the texts around a template's placeholders (one more than the placeholders).
+
+    Example:
+        >>> template_pieces("scp <FILE> <IP>:")
+        ['scp ', ' ', ':']
+    """
+    return _PLACEHOLDER.split(template)
+
+
 def program(action: str) -> str:
     """Return the program of an action: the function name before ``(``, else the first word.
 
@@ -274,7 +285,7 @@ def fill_template(
                 bucket.append(v)
     from_task = extract_task_values(task)
     used: dict[str, int] = {}
-    parts = _PLACEHOLDER.split(template)
+    parts = template_pieces(template)
     out = [parts[0]]
     for i, ph in enumerate(slots):
         value: str | None = None

@@ -72,6 +72,7 @@ from procmem.learning.normalize import (
     normalize_action,
     placeholders_of,
     program,
+    template_pieces,
 )
 from procmem.types import Prediction, SessionRecord
 
@@ -81,7 +82,6 @@ _SOURCES = ("slot", "name", "session", "task", "global")
 _GAPS = 5
 # The name of a slot: the last word before its placeholder (keyword argument, flag, setting).
 _SLOT_NAME = re.compile(r"([A-Za-z_][\w-]*)[=:@\s'\"]*$")
-_PLACEHOLDER = re.compile(r"<(?:URL|IP|STR|HEX|PATH|FILE|NUM)>")
 # Slot values: how many values each source offers; each (source, rank) has an index into the
 # slot-filling statistics and a prior probability that its value is right.
 _SOURCE_LIMIT = {"slot": 2, "name": 2, "session": 3, "task": 4, "global": 2}
@@ -102,7 +102,7 @@ def _template_parts(tpl: str) -> tuple[tuple[str, ...], tuple[str, ...], tuple[s
 
     A slot's name is the word just before its placeholder (``"access_token"``, ``"-p"``).
     """
-    pieces = tuple(_PLACEHOLDER.split(tpl))
+    pieces = tuple(template_pieces(tpl))
     names = tuple((m.group(1) if (m := _SLOT_NAME.search(piece)) else "") for piece in pieces[:-1])
     return tuple(placeholders_of(tpl)), pieces, names
 
@@ -1223,6 +1223,15 @@ class NextActionPredictor:
                     acc[j] += g * g
                     ww[j] += lr * g / math.sqrt(acc[j] + 1.0)
 
+    @staticmethod
+    def _program_mass(cands: list[str], probs: list[float]) -> dict[str, float]:
+        """Each program's probability: the sum of its candidate actions'."""
+        mass: dict[str, float] = {}
+        for a, p in zip(cands, probs, strict=True):
+            g = _program(a)
+            mass[g] = mass.get(g, 0.0) + p
+        return mass
+
     def _first(self, cands: list[str], scores: list[float], probs: list[float]) -> int:
         """Index of the candidate ranked first.
 
@@ -1232,10 +1241,7 @@ class NextActionPredictor:
         best = max(range(len(cands)), key=lambda i: (scores[i], -i))
         if not self.program_first:
             return best
-        mass: dict[str, float] = {}
-        for a, p in zip(cands, probs, strict=True):
-            g = _program(a)
-            mass[g] = mass.get(g, 0.0) + p
+        mass = self._program_mass(cands, probs)
         top = _program(cands[best])
         for g, m in mass.items():
             if m > mass[top]:
@@ -1366,7 +1372,7 @@ class NextActionPredictor:
             reason = self._reason(hist, rows[i], tpls[i], sr, task_text)
             if i == 0 and len(scores) > 1 and scores[0] < max(scores):  # moved first by program_first
                 prog = _program(a)
-                mass = sum(p for c, p in zip(cands, probs, strict=True) if _program(c) == prog)
+                mass = self._program_mass(cands, probs)[prog]
                 reason += f"; '{prog}' is the most likely next program (p {mass:.2f} over its variants)"
             out.append(Prediction(
                 action=a, confidence=float(max(0.0, min(1.0, conf))),
