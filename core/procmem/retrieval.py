@@ -288,7 +288,7 @@ class _Classifier:
         self.rows: dict[str, int] = {}
         self.weights = np.zeros((0, 0), np.float32)
         self.vocab: dict[str, int] = {}
-        self.lex = np.zeros((0, 0), np.float32)  # (words, classes)
+        self.lex = np.zeros((0, 0), np.float32)  # (word rows >= len(vocab), classes)
         self._rng = np.random.default_rng(seed)
 
     def __len__(self) -> int:
@@ -304,7 +304,7 @@ class _Classifier:
             self.rows[pid] = start + j
         rows = np.asarray(init, np.float32)[[i for _, i in new]]
         self.weights = rows if not start else np.vstack([self.weights, rows])
-        self.lex = np.hstack([self.lex, np.zeros((len(self.vocab), len(new)), np.float32)])
+        self.lex = np.hstack([self.lex, np.zeros((self.lex.shape[0], len(new)), np.float32)])
 
     def _bag(self, text: str, grow: bool) -> tuple[list[int], float]:
         """Return the vocabulary rows of ``text``'s words and the L2-normalised binary value."""
@@ -316,7 +316,9 @@ class _Classifier:
                 if w not in self.vocab and len(self.vocab) < self.max_words:
                     self.vocab[w] = len(self.vocab)
             if len(self.vocab) > self.lex.shape[0]:
-                pad = np.zeros((len(self.vocab) - self.lex.shape[0], len(self.rows)), np.float32)
+                # Rows for new words, with room to spare: online batches add a few words each.
+                cap = min(self.max_words, max(len(self.vocab), 2 * self.lex.shape[0]))
+                pad = np.zeros((cap - self.lex.shape[0], len(self.rows)), np.float32)
                 self.lex = np.vstack([self.lex, pad])
         return [self.vocab[w] for w in words if w in self.vocab], 1.0 / math.sqrt(len(words))
 
