@@ -17,14 +17,16 @@ Run: ``.venv/bin/python benchmarks/scale.py [--n 100000] [--usages 20000] [--que
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import io
 import os
 import pstats
+import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +49,18 @@ def _rss_bytes() -> int:
     import resource
 
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+@contextlib.contextmanager
+def work_dir(keep: str | Path | None, prefix: str) -> Iterator[Path]:
+    """A folder for a benchmark's files: ``keep`` (created, kept), else a temporary one removed after."""
+    folder = Path(keep) if keep else Path(tempfile.mkdtemp(prefix=prefix))
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        yield folder
+    finally:
+        if not keep:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _unit(rng: np.random.Generator, n: int) -> np.ndarray:

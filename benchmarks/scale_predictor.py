@@ -41,15 +41,13 @@ from __future__ import annotations
 import argparse
 import gc
 import multiprocessing
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scale import _rss_bytes  # benchmarks/scale.py, beside this script
+from scale import _rss_bytes, work_dir  # benchmarks/scale.py, beside this script
 
 from procmem import MiningConfig, ProceduralMemory
 from procmem.embeddings import HashingEmbedder
@@ -452,15 +450,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keep", default=None, help="directory to keep the SQLite file in (default: a temp dir)")
     args = parser.parse_args(argv)
-    tmp = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="procmem-scale-predictor-"))
-    tmp.mkdir(parents=True, exist_ok=True)
+    peers = [p.strip() for p in args.peers.split(",") if p.strip()]
+    unknown = [p for p in peers if p not in PEERS]
+    if unknown:
+        parser.error(f"unknown peers {unknown}; known: {', '.join(PEERS)}")
     # Each part runs in a fresh process, so that its resident-memory figures start clean.
     spawn = multiprocessing.get_context("spawn")
-    try:
-        peers = [p.strip() for p in args.peers.split(",") if p.strip()]
-        unknown = [p for p in peers if p not in PEERS]
-        if unknown:
-            parser.error(f"unknown peers {unknown}; known: {', '.join(PEERS)}")
+    with work_dir(args.keep, "procmem-scale-predictor-") as tmp:
         for part, target, part_args in (
             ("memory", bench_memory, (args,)),
             *(("peers", bench_memory, (args, peer)) for peer in peers),
@@ -472,9 +468,6 @@ def main(argv: list[str] | None = None) -> int:
                 proc.join()
                 if proc.exitcode:
                     return proc.exitcode
-    finally:
-        if not args.keep:
-            shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 

@@ -26,17 +26,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import httpx
 import numpy as np
+from scale import work_dir  # benchmarks/scale.py, beside this script
 
 from procmem import MiningConfig, ProceduralMemory
 from procmem.embeddings import HashingEmbedder
@@ -334,16 +333,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", default=None, help="directory to keep the stores in (default: a temp dir)")
     args = parser.parse_args(argv)
     args.stores = {s.strip() for s in args.stores.split(",") if s.strip()}
-    tmp = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="procmem-scale-"))
-    tmp.mkdir(parents=True, exist_ok=True)
-    try:
+    with work_dir(args.keep, "procmem-scale-") as tmp:
         if args.part in ("all", "service"):
             bench_service(args, tmp)
         if args.part in ("all", "stores"):
             bench_stores(args, tmp)
-    finally:
-        if not args.keep:
-            shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 
