@@ -1,17 +1,31 @@
 """Scale of the embedded store: write throughput, search latency, memory and disk per procedure.
 
-Synthetic procedures (random names and descriptions from a 5,000-word vocabulary) with random
-unit vectors of dimension 384 (all-MiniLM-L6-v2's) are written in batches into a
+Synthetic procedures (random names and descriptions from a 5,000-word vocabulary) with vectors
+of dimension 384 (all-MiniLM-L6-v2's) are written in batches into a
 :class:`procmem.stores.SQLiteStore` file; then ``--queries`` searches are timed at the full size
 for the store's vector search, its lexical (FTS5 BM25) search and the fused
 :class:`procmem.retrieval.HybridRetriever` search. Query embedding is excluded: the retriever gets
-an embedder that returns a precomputed random vector, so the figures are the store's and the
-fusion's own cost.
+an embedder that returns a precomputed vector, so the figures are the store's and the fusion's
+own cost.
+
+Vectors (``--vectors``):
+
+* ``minilm-mix`` (default): real all-MiniLM-L6-v2 embeddings of ``--bases`` MetaTool requests
+  (``shared/data/metatool/usages.jsonl``), and each synthetic vector a random convex mix of three
+  of them plus a little noise, so the store has real embeddings' uneven, clustered geometry;
+  the queries are embeddings of other, held-out MetaTool requests.
+* ``random``: uniform random unit vectors, the worst case for any approximate index (no
+  neighbourhood structure: the nearest neighbour is barely nearer than the rest).
+
+From ``ann_min_rows`` (20,000) vectors the store searches through an HNSW graph when the ``ann``
+extra is installed; the benchmark waits for its background build, reports how long it took,
+and prints recall@5 of the graph-backed searches against exact ones (a second store on the same
+file with ``ann_min_rows=None``) beside the exact figures.
 
 Targets: writes >= 2,000 procedures/s; search p50 <= 5 ms at 100,000 procedures.
 
-Run: ``.venv/bin/python benchmarks/scale.py [--n 100000] [--usages 20000] [--queries 200]``;
-``--profile`` prints where the fused search spends its time (cProfile).
+Run: ``.venv/bin/python benchmarks/scale.py [--n 100000] [--usages 20000] [--queries 200]
+[--vectors minilm-mix|random]``; ``--profile`` prints where the fused search spends its time.
 """
 
 from __future__ import annotations
@@ -68,6 +82,42 @@ def _unit(rng: np.random.Generator, n: int) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
+METATOOL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "metatool" / "usages.jsonl"
+
+
+class _Vectors:
+    """Procedure, usage and query vectors of one benchmark run (see the module docstring)."""
+
+    def __init__(self, kind: str, rng: np.random.Generator, bases: int, queries: int) -> None:
+        self.kind, self.rng = kind, rng
+        if kind == "random":
+            self.queries = _unit(rng, queries)
+            return
+        import json
+
+        from procmem.embeddings import SentenceTransformerEmbedder
+
+        with open(METATOOL, encoding="utf-8") as fh:
+            texts = list(dict.fromkeys(json.loads(line)["query"] for line in fh))
+        order = rng.permutation(len(texts))
+        if bases + queries > len(texts):
+            raise SystemExit(f"--bases + --queries must be <= {len(texts)} distinct MetaTool requests")
+        t0 = time.perf_counter()
+        emb = SentenceTransformerEmbedder().embed_documents([texts[i] for i in order[: bases + queries]])
+        print(f"embedded {bases + queries:,} MetaTool requests in {time.perf_counter() - t0:.0f} s", flush=True)
+        self.bases, self.queries = emb[:bases], emb[bases:]
+
+    def __call__(self, n: int) -> np.ndarray:
+        """``(n, 384)`` unit vectors for procedures or past requests."""
+        if self.kind == "random":
+            return _unit(self.rng, n)
+        picks = self.rng.integers(0, len(self.bases), size=(n, 3))
+        weights = self.rng.dirichlet(np.ones(3), size=n).astype(np.float32)
+        x = np.einsum("nk,nkd->nd", weights, self.bases[picks])
+        x += 0.02 * self.rng.standard_normal(x.shape).astype(np.float32)
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
 class _FixedEmbedder:
     """Returns queued vectors for queries: embedding time stays out of the measurement."""
 
@@ -102,11 +152,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--queries", type=int, default=200, help="timed searches per kind")
     ap.add_argument("--batch", type=int, default=1_000, help="procedures per write")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--vectors", choices=("minilm-mix", "random"), default="minilm-mix",
+                    help="how procedure and query vectors are made (see the module docstring)")
+    ap.add_argument("--bases", type=int, default=3_000, help="real MetaTool embeddings mixed (minilm-mix)")
     ap.add_argument("--dir", type=Path, default=None, help="where to put the database (default: a temp dir)")
     ap.add_argument("--profile", action="store_true", help="profile the fused search")
     args = ap.parse_args(argv)
 
     rng = np.random.default_rng(args.seed)
+    vecs = _Vectors(args.vectors, rng, args.bases, args.queries)
     vocab = [f"w{i}" for i in range(5_000)]
     words = rng.integers(0, len(vocab), size=(args.n, 14))
     tmp = tempfile.TemporaryDirectory() if args.dir is None else None
@@ -127,7 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                       description=" ".join(vocab[w] for w in words[i, 2:]), tags=[f"t{i % 10}"])
             for i in range(start, stop)
         ]
-        store.put(procs, _unit(rng, stop - start))
+        store.put(procs, vecs(stop - start))
         ids.extend(p.id for p in procs)
     write_s = time.perf_counter() - t0
     print(f"writes: {args.n:,} procedures in {write_s:.1f} s = {args.n / write_s:,.0f} procedures/s "
@@ -140,14 +194,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         usages = [Usage(query=" ".join(vocab[w] for w in uw[j]), procedure_id=ids[pick[j]])
                   for j in range(args.usages)]
         for start in range(0, args.usages, 5_000):
-            store.add_usages(usages[start:start + 5_000], _unit(rng, len(usages[start:start + 5_000])))
+            store.add_usages(usages[start:start + 5_000], vecs(len(usages[start:start + 5_000])))
     usage_s = time.perf_counter() - t0
     if args.usages:
         print(f"usages: {args.usages:,} in {usage_s:.1f} s = {args.usages / usage_s:,.0f} usages/s", flush=True)
 
     embedder = _FixedEmbedder()
     retriever = HybridRetriever(store, embedder)
-    qv = _unit(rng, args.queries)
+    qv = vecs.queries[: args.queries]
     qw = rng.integers(0, len(vocab), size=(args.queries, 8))
     qtext = [" ".join(vocab[w] for w in qw[i]) for i in range(args.queries)]
     # Warm the caches (the vector matrices load lazily on first search).
@@ -155,6 +209,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     store.vector_search(qv[0], k=5)
     store.usage_search(qv[0], k=5)
     cold_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    ann = store.wait_for_ann()
+    ann_s = time.perf_counter() - t0
     embedder.next = qv[0]
     t0 = time.perf_counter()
     retriever.search(qtext[0], k=5, touch=False)
@@ -165,25 +222,70 @@ def main(argv: Sequence[str] | None = None) -> int:
         embedder.next = qv[i]
         return retriever.search(qtext[i], k=5, touch=touch)
 
-    rows = {
-        "vector_search (k=5)": _time(lambda i: store.vector_search(qv[i], k=5), args.queries),
-        "vector_search ns+tag filter": _time(lambda i: store.vector_search(qv[i], k=5, namespace="default",
-                                                                           tags=["t3"]), args.queries),
-        "lexical_search FTS5 (k=5)": _time(lambda i: store.lexical_search(qtext[i], k=5), args.queries),
-        "usage_search (k=20)": _time(lambda i: store.usage_search(qv[i], k=20), args.queries),
-        "HybridRetriever.search": _time(fused, args.queries),
-        "HybridRetriever.search touch": _time(lambda i: fused(i, True), min(args.queries, 50)),
-    }
+    def rows_for(st: SQLiteStore, search: Callable[[int], object]) -> dict[str, tuple[float, float]]:
+        return {
+            "vector_search (k=5)": _time(lambda i: st.vector_search(qv[i], k=5), args.queries),
+            "vector_search ns+tag filter": _time(lambda i: st.vector_search(qv[i], k=5, namespace="default",
+                                                                            tags=["t3"]), args.queries),
+            "lexical_search FTS5 (k=5)": _time(lambda i: st.lexical_search(qtext[i], k=5), args.queries),
+            "usage_search (k=20)": _time(lambda i: st.usage_search(qv[i], k=20), args.queries),
+            "HybridRetriever.search": _time(search, args.queries),
+        }
+
+    rows = rows_for(store, fused)
+    rows["HybridRetriever.search touch"] = _time(lambda i: fused(i, True), min(args.queries, 50))
+    # The same searches on the same file, scanning exactly: the figures without the graph,
+    # and the reference for recall@5.
+    exact = SQLiteStore(path, embedding_model="random-384", ann_min_rows=None)
+    exact_retriever = HybridRetriever(exact, embedder)
+
+    def fused_exact(i: int) -> object:
+        embedder.next = qv[i]
+        return exact_retriever.search(qtext[i], k=5, touch=False)
+
+    exact.vector_search(qv[0], k=5)
+    exact.usage_search(qv[0], k=5)
+    exact_retriever.search(qtext[0], k=5, touch=False)
+    exact_rows = rows_for(exact, fused_exact)
+
+    def recall(a: Callable[[int], list[str]], b: Callable[[int], list[str]]) -> float:
+        return float(np.mean([len(set(a(i)) & set(b(i))) / max(1, len(b(i))) for i in range(args.queries)]))
+
+    recall_vec = recall(lambda i: [h[0] for h in store.vector_search(qv[i], k=5)],
+                        lambda i: [h[0] for h in exact.vector_search(qv[i], k=5)])
+    recall_use = recall(lambda i: [u.query + u.procedure_id for u, _ in store.usage_search(qv[i], k=5)],
+                        lambda i: [u.query + u.procedure_id for u, _ in exact.usage_search(qv[i], k=5)])
+    recall_fused = recall(lambda i: [r.procedure.id for r in fused(i)],  # type: ignore[attr-defined]
+                          lambda i: [r.procedure.id for r in fused_exact(i)])  # type: ignore[attr-defined]
+    exact.close()
+
+    # Writes to a store whose vector index (and graph) is loaded: each batch also updates them.
+    t0 = time.perf_counter()
+    extra = 5_000
+    for start in range(args.n, args.n + extra, args.batch):
+        stop = start + args.batch
+        procs = [Procedure(kind="tool", name=f"extra_{i}",
+                           description=" ".join(vocab[w] for w in words[i % args.n, 2:]))
+                 for i in range(start, stop)]
+        store.put(procs, vecs(stop - start))
+    warm_write_s = time.perf_counter() - t0
     store.close()
     disk = sum(Path(str(path) + s).stat().st_size for s in ("", "-wal") if Path(str(path) + s).exists())
-
-    print(f"first search loads the vector matrices: {cold_s * 1000:.0f} ms; "
+    print(f"first search loads the vector matrices: {cold_s * 1000:.0f} ms; HNSW graphs built in the "
+          f"background in {ann_s:.1f} s more ({'ready' if ann else 'not used: install the ann extra'}); "
           f"retriever's experience index: {index_s * 1000:.0f} ms")
+    print(f"writes with the vector index loaded: {extra:,} procedures in {warm_write_s:.1f} s = "
+          f"{extra / warm_write_s:,.0f} procedures/s")
     print()
-    print(f"| search at {args.n:,} procedures, {args.usages:,} usages | p50 ms | p99 ms |")
-    print("|---|---:|---:|")
+    print(f"| search at {args.n:,} procedures, {args.usages:,} usages ({args.vectors} vectors) "
+          "| p50 ms | p99 ms | exact scan p50 ms | recall@5 vs exact |")
+    print("|---|---:|---:|---:|---:|")
+    recalls = {"vector_search (k=5)": recall_vec, "usage_search (k=20)": recall_use,
+               "HybridRetriever.search": recall_fused}
     for label, (p50, p99) in rows.items():
-        print(f"| {label} | {p50:.2f} | {p99:.2f} |")
+        ex = f"{exact_rows[label][0]:.2f}" if label in exact_rows else ""
+        rc = f"{recalls[label]:.3f}" if label in recalls else ""
+        print(f"| {label} | {p50:.2f} | {p99:.2f} | {ex} | {rc} |")
     print()
     print(f"RSS: {(rss1 - rss0) / 1e6:.0f} MB for the loaded store = {(rss1 - rss0) / args.n:,.0f} bytes/procedure "
           f"(raw vector alone {DIM * 4:,} bytes; includes usages)")
@@ -193,6 +295,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         store = SQLiteStore(path, embedding_model="random-384")
         retriever = HybridRetriever(store, embedder)
         fused(0)
+        store.wait_for_ann()
         prof = cProfile.Profile()
         prof.enable()
         for i in range(args.queries):

@@ -326,3 +326,63 @@ def test_unstorable_record_is_refused_with_a_named_field(store, embedder):
         store.put([bad])
     assert info.value.field == "importance"
     assert store.get(procs[0].id).importance == procs[0].importance  # nothing stored changed
+
+
+def _clustered(n, dim=64, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((12, dim)).astype(np.float32)
+    x = centres[rng.integers(0, 12, n)] + 0.4 * rng.standard_normal((n, dim)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_hnsw_search_agrees_with_the_exact_scan_and_follows_writes(tmp_path):
+    pytest.importorskip("usearch")
+    path = tmp_path / "hnsw.sqlite3"
+    store = SQLiteStore(path, ann_min_rows=100)
+    vecs = _clustered(400)
+    procs = [Procedure(name=f"p{i}", kind="tool" if i % 2 else "skill", namespace="a" if i % 4 < 2 else "b")
+             for i in range(400)]
+    store.put(procs, vecs)
+    assert store.wait_for_ann(timeout=60)
+    exact = SQLiteStore(path, ann_min_rows=None)
+    queries = _clustered(40, seed=1)
+    agree = []
+    for q in queries:
+        for filters in ({}, {"namespace": "a"}, {"kinds": ["tool"]}):
+            got = store.vector_search(q, k=5, **filters)
+            want = exact.vector_search(q, k=5, **filters)
+            agree.append(len({g[0] for g in got} & {w[0] for w in want}) / 5)
+            by_id = {p.id: p for p in procs}
+            assert all(by_id[g[0]].namespace == "a" for g in got) if "namespace" in filters else True
+            assert all(by_id[g[0]].kind.value == "tool" for g in got) if "kinds" in filters else True
+    assert np.mean(agree) >= 0.95
+    new = Procedure(name="fresh", kind="tool")
+    store.put([new], queries[:1])
+    assert store.vector_search(queries[0], k=1)[0][0] == new.id
+    store.delete(new.id)
+    assert all(pid != new.id for pid, _ in store.vector_search(queries[0], k=10))
+    exact.close()
+    store.close()
+
+
+def test_ann_min_rows_is_checked(tmp_path):
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ConfigurationError, match="ann_min_rows"):
+            SQLiteStore(tmp_path / "x.sqlite3", ann_min_rows=bad)
+
+
+def test_lexical_search_does_not_wait_for_a_write_in_progress(tmp_path, embedder):
+    import threading
+
+    store = SQLiteStore(tmp_path / "busy.sqlite3")
+    procs, vecs = _procs(embedder, {"name": "deploy", "description": "deploy the web app"})
+    store.put(procs, vecs)
+    found = []
+    with store._tx() as cur:  # another thread's long write: the store lock and SQLite's write lock held
+        cur.execute("UPDATE meta SET value = value WHERE key = 'embedding_dim'")
+        reader = threading.Thread(target=lambda: found.append(store.lexical_search("deploy", k=3)))
+        reader.start()
+        reader.join(10)
+        assert not reader.is_alive(), "lexical_search waited for the write to finish"
+    assert [pid for pid, _ in found[0]] == [procs[0].id]
+    store.close()

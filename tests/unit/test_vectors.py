@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from procmem.stores._vectors import VectorIndex
 
@@ -36,3 +37,86 @@ def test_exact_mode_equals_brute_force() -> None:
         allowed = ids[:40]
         hits = index.search(q, 3, allowed=allowed)
         assert [h[0] for h in hits] == _brute(mat[:40], allowed, q, 3)
+
+
+# ---------------------------------------------------------------------- HNSW graph (usearch)
+def _clustered(rng: np.random.Generator, n: int, centres: int = 20) -> np.ndarray:
+    """Unit vectors around a few centres: the neighbourhood structure real embeddings have."""
+    c = _unit(rng, centres)
+    x = c[rng.integers(0, centres, n)] + 0.3 * rng.standard_normal((n, DIM)).astype(np.float32) / np.sqrt(DIM)
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def _graph_index(rng: np.random.Generator, n: int = 600) -> tuple[VectorIndex, np.ndarray, list[str]]:
+    pytest.importorskip("usearch")
+    mat = _clustered(rng, n)
+    ids = [f"p{i}" for i in range(n)]
+    index = VectorIndex(DIM, ann_min_rows=200)
+    index.upsert(ids, mat, [i % 3 for i in range(n)])
+    assert index.wait_for_ann(timeout=60)
+    return index, mat, ids
+
+
+def test_graph_search_has_exact_cosines_high_recall_and_respects_codes() -> None:
+    rng = np.random.default_rng(2)
+    index, mat, ids = _graph_index(rng)
+    assert index.ann_ready
+    recall = []
+    for q in _clustered(rng, 30):
+        hits = index.search(q, 5)
+        truth = _brute(mat, ids, q, 5)
+        recall.append(len({h[0] for h in hits} & set(truth)) / 5)
+        for pid, cos in hits:  # scores are the float32 matrix's, not the graph's half floats
+            assert cos == pytest.approx(float(mat[int(pid[1:])] @ q), abs=1e-6)
+        assert [h[1] for h in hits] == sorted((h[1] for h in hits), reverse=True)
+        assert all(int(pid[1:]) % 3 == 1 for pid, _ in index.search(q, 5, codes=[1]))
+    assert np.mean(recall) >= 0.95
+
+
+def test_graph_follows_writes_and_removals() -> None:
+    rng = np.random.default_rng(3)
+    index, mat, ids = _graph_index(rng)
+    new = _clustered(rng, 5)
+    index.upsert([f"n{i}" for i in range(5)], new, [0] * 5)
+    for i in range(5):
+        assert index.search(new[i], 1)[0][0] == f"n{i}"
+    index.upsert(["p7"], new[:1], [0])  # p7 moves to n0's place
+    assert {h[0] for h in index.search(new[0], 2)} == {"n0", "p7"}
+    index.remove(["n0", "p7"])
+    assert all(h[0] not in {"n0", "p7"} for h in index.search(new[0], 20))
+
+
+def test_writes_during_a_background_build_are_not_lost() -> None:
+    pytest.importorskip("usearch")
+    rng = np.random.default_rng(4)
+    mat = _clustered(rng, 3_000)
+    index = VectorIndex(DIM, ann_min_rows=1_000)
+    index.upsert([f"p{i}" for i in range(3_000)], mat, [0] * 3_000)  # the build starts here
+    late = _clustered(rng, 20)
+    index.upsert([f"late{i}" for i in range(20)], late, [0] * 20)  # most likely while building
+    index.remove([f"p{i}" for i in range(10)])
+    assert index.wait_for_ann(timeout=120)
+    for i in range(20):
+        assert index.search(late[i], 1)[0][0] == f"late{i}"
+    for i in range(10):
+        assert all(h[0] != f"p{i}" for h in index.search(mat[i], 10))
+
+
+def test_without_usearch_the_scan_stays_exact(monkeypatch: pytest.MonkeyPatch) -> None:
+    from procmem.stores import _vectors
+
+    monkeypatch.setattr(_vectors, "_usearch_index", lambda dim: None)
+    rng = np.random.default_rng(5)
+    mat = _clustered(rng, 400)
+    ids = [f"p{i}" for i in range(400)]
+    index = VectorIndex(DIM, ann_min_rows=100)
+    index.upsert(ids, mat, [0] * 400)
+    assert not index.wait_for_ann(timeout=1) and not index.ann_ready
+    q = _clustered(rng, 1)[0]
+    assert [h[0] for h in index.search(q, 5)] == _brute(mat, ids, q, 5)
+
+
+def test_ann_min_rows_must_be_a_positive_int() -> None:
+    for bad in (0, -5, 1.5, True, "100"):
+        with pytest.raises(ValueError, match="ann_min_rows"):
+            VectorIndex(DIM, ann_min_rows=bad)  # type: ignore[arg-type]

@@ -1,18 +1,59 @@
-"""An exact in-memory vector index: a float32 matrix and a brute-force dot product.
+"""The embedded store's in-memory vector index: a float32 matrix, scanned exactly or through HNSW.
 
-This is not an approximate index: it scores every row with one BLAS matrix-vector product, which
-is exact and fast enough for the sizes an embedded store serves (see ``benchmarks/scale.py``).
-Backends that need more use a vector database (``ChromaStore``).
+Below ``ann_min_rows`` live rows, a search scores every row with one BLAS matrix-vector
+product: exact, and fast enough for the sizes most agents keep. From ``ann_min_rows`` rows on,
+and when the optional ``usearch`` package is installed (``pip install procmem[ann]``), an HNSW
+graph (Malkov & Yashunin, "Efficient and robust approximate nearest neighbor search using
+Hierarchical Navigable Small World graphs", IEEE TPAMI 2020; the ``usearch`` library) proposes
+candidates and the float32 matrix re-scores them exactly, so returned cosines are exact and only
+a true neighbour missed by the graph can be lost (recall is measured in ``benchmarks/scale.py``).
+
+The graph is derived data, never stored: it is built on a background thread when the index
+reaches ``ann_min_rows`` (for example after a store is reopened), and searches scan exactly
+until it is ready, so results never wait for it. Rows written meanwhile are applied when the
+build finishes; after that, writes update the graph as they happen.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
 from procmem.errors import EmbeddingDimensionError
+
+_log = logging.getLogger("procmem")
+
+#: Default size from which searches go through the HNSW graph (exact scan below it).
+ANN_MIN_ROWS = 20_000
+_ANN_CONNECTIVITY = 16  # HNSW M: links per node
+_ANN_EXPANSION_ADD = 128  # efConstruction
+_ANN_EXPANSION_SEARCH = 64  # efSearch (the candidate count, when larger, widens it)
+_ANN_BUILD_CHUNK = 8_192  # rows per add call of a background build (lets a closed index stop early)
+_ann_missing_logged = False
+
+
+def _usearch_index(dim: int) -> Any | None:
+    """A new empty usearch HNSW index for inner products of unit vectors, or None without usearch."""
+    global _ann_missing_logged
+    try:
+        from usearch.index import Index
+    except ImportError:
+        if not _ann_missing_logged:
+            _ann_missing_logged = True
+            _log.info("vector search scans every row; pip install 'procmem[ann]' for an HNSW index")
+        return None
+    return Index(
+        ndim=dim,
+        metric="ip",
+        dtype="f16",
+        connectivity=_ANN_CONNECTIVITY,
+        expansion_add=_ANN_EXPANSION_ADD,
+        expansion_search=_ANN_EXPANSION_SEARCH,
+    )
 
 
 class VectorIndex:
@@ -24,9 +65,18 @@ class VectorIndex:
 
     Args:
         dim: Vector dimension, or None to take it from the first vectors added.
+        ann_min_rows: Live rows from which searches use an HNSW graph (see the module
+            docstring); None scans exactly at any size.
+
+    Raises:
+        ValueError: If ``ann_min_rows`` is not None or an int >= 1.
     """
 
-    def __init__(self, dim: int | None = None) -> None:
+    def __init__(self, dim: int | None = None, *, ann_min_rows: int | None = ANN_MIN_ROWS) -> None:
+        if ann_min_rows is not None and (
+            isinstance(ann_min_rows, bool) or not isinstance(ann_min_rows, int) or ann_min_rows < 1
+        ):
+            raise ValueError(f"ann_min_rows must be None or an int >= 1, got {ann_min_rows!r}")
         self.dim = dim
         self._ids: list[str] = []
         self._row: dict[str, int] = {}
@@ -36,6 +86,13 @@ class VectorIndex:
         self._tags: list[frozenset[str]] = []  # per row
         self._tag_rows: dict[str, set[int]] = {}  # inverted: tag -> live rows
         self._lock = threading.RLock()
+        self.ann_min_rows = ann_min_rows
+        self._ann: Any | None = None  # usearch index keyed by row, searched once ready
+        self._ann_ready = False
+        self._ann_pending: set[int] = set()  # rows changed while the graph was being built
+        self._ann_thread: threading.Thread | None = None
+        self._ann_generation = 0  # bumped to abandon a build (compaction, close)
+        self._ann_unavailable = False
 
     def __len__(self) -> int:
         return len(self._row)
@@ -82,6 +139,7 @@ class VectorIndex:
             codes_arr = np.full(cap, -1, dtype=np.int32)
             codes_arr[: self._n] = self._codes[: self._n]
             self._mat, self._codes = mat, codes_arr
+        touched: list[int] = []
         for i, pid in enumerate(ids):
             row = self._row.get(pid)
             if row is None:
@@ -93,6 +151,8 @@ class VectorIndex:
             self._mat[row] = vectors[i]
             self._codes[row] = codes[i]
             self._set_tags(row, frozenset(tags[i]) if tags is not None else frozenset())
+            touched.append(row)
+        self._ann_changed(touched)
 
     def _set_tags(self, row: int, new: frozenset[str]) -> None:
         old = self._tags[row]
@@ -110,14 +170,18 @@ class VectorIndex:
 
     def _remove_unlocked(self, ids: Sequence[str]) -> None:
         """Remove rows (their slots are masked out, then compacted when half are dead)."""
+        removed: list[int] = []
         for pid in ids:
             row = self._row.pop(pid, None)
             if row is not None:
                 self._codes[row] = -1
                 self._mat[row] = 0.0
                 self._set_tags(row, frozenset())
+                removed.append(row)
         if self._n and len(self._row) < self._n // 2:
             self._compact()
+        else:
+            self._ann_changed(removed)
 
     def _compact(self) -> None:
         keep = [(pid, row) for pid, row in self._row.items()]
@@ -133,6 +197,116 @@ class VectorIndex:
         for row, tags in enumerate(self._tags):
             for t in tags:
                 self._tag_rows.setdefault(t, set()).add(row)
+        # Rows were renumbered: the graph (keyed by row) is rebuilt.
+        self._ann_drop()
+        self._ann_maybe_build()
+
+    # ------------------------------------------------------------------ HNSW graph
+    def _ann_drop(self) -> None:
+        """Forget the graph and abandon a build in progress."""
+        self._ann_generation += 1
+        self._ann = None
+        self._ann_ready = False
+        self._ann_thread = None
+        self._ann_pending = set()
+
+    def _ann_changed(self, rows: Sequence[int]) -> None:
+        """Bring the graph in step with rows just written or removed, or start building it."""
+        if rows:
+            if self._ann_ready:
+                self._ann_apply(self._ann, rows)
+            elif self._ann_thread is not None:
+                self._ann_pending.update(rows)
+        self._ann_maybe_build()
+
+    def _ann_apply(self, index: Any, rows: Iterable[int]) -> None:
+        """Replace the graph's entries for ``rows`` by their current vectors (live rows only)."""
+        keys = np.unique(np.fromiter(rows, dtype=np.int64))
+        index.remove(keys.astype(np.uint64))
+        live = keys[self._codes[keys] >= 0]
+        if len(live):
+            index.add(live.astype(np.uint64), self._mat[live], threads=0)
+
+    def _ann_maybe_build(self) -> None:
+        if (
+            self.ann_min_rows is None
+            or self._ann_thread is not None
+            or self._ann_unavailable
+            or len(self._row) < self.ann_min_rows
+        ):
+            return
+        index = _usearch_index(int(self.dim or 0))
+        if index is None:
+            self._ann_unavailable = True
+            return
+        rows = np.flatnonzero(self._codes[: self._n] >= 0)
+        self._ann_pending = set()
+        self._ann_thread = threading.Thread(
+            target=self._ann_build,
+            args=(index, self._mat, rows, self._ann_generation),
+            name="procmem-hnsw-build",
+            daemon=True,
+        )
+        self._ann_thread.start()
+
+    def _ann_build(self, index: Any, mat: np.ndarray, rows: np.ndarray, generation: int) -> None:
+        """Background thread: add ``rows`` of ``mat`` to ``index``, then apply writes made meanwhile."""
+        try:
+            for start in range(0, len(rows), _ANN_BUILD_CHUNK):
+                if generation != self._ann_generation:
+                    return
+                chunk = rows[start : start + _ANN_BUILD_CHUNK]
+                index.add(chunk.astype(np.uint64), mat[chunk], threads=0)
+            with self._lock:
+                if generation != self._ann_generation:
+                    return
+                if self._ann_pending:
+                    self._ann_apply(index, self._ann_pending)
+                    self._ann_pending = set()
+                self._ann = index
+                self._ann_ready = True
+        except Exception:  # the exact scan stays in place; nothing stored depends on the graph
+            _log.exception("building the HNSW index failed; vector search stays exact")
+            with self._lock:
+                if generation == self._ann_generation:
+                    self._ann_drop()
+                    self._ann_unavailable = True
+
+    def _ann_search(self, q: np.ndarray, k: int, codes: np.ndarray | None) -> list[tuple[str, float]] | None:
+        """Top ``k`` through the graph, re-scored exactly; None when too few candidates pass the filter."""
+        count = min(max(4 * k, 64), len(self._ann))
+        keys = np.asarray(self._ann.search(q, count).keys, dtype=np.int64)
+        keys = keys[np.isin(self._codes[keys], codes)] if codes is not None else keys[self._codes[keys] >= 0]
+        if len(keys) < k:
+            return None
+        sub = self._mat[keys] @ q
+        top = np.argsort(-sub, kind="stable")[:k]
+        return [(self._ids[keys[i]], float(sub[i])) for i in top]
+
+    @property
+    def ann_ready(self) -> bool:
+        """Whether searches currently go through the HNSW graph."""
+        return self._ann_ready
+
+    def wait_for_ann(self, timeout: float | None = None) -> bool:
+        """Block until a background graph build finishes.
+
+        Args:
+            timeout: Seconds to wait at most (None: no limit).
+
+        Returns:
+            Whether searches now go through the graph.
+        """
+        thread = self._ann_thread
+        if thread is not None:
+            thread.join(timeout)
+        return self._ann_ready
+
+    def close(self) -> None:
+        """Drop the graph and stop a background build (the index stays usable, scanning exactly)."""
+        with self._lock:
+            self._ann_drop()
+            self._ann_unavailable = True
 
     def _get_unlocked(self, ids: Sequence[str]) -> np.ndarray:
         """Return ``(n, dim)`` vectors for ``ids``; zero rows for unknown ids."""
@@ -152,7 +326,11 @@ class VectorIndex:
         allowed: Sequence[str] | None = None,
         tags: Sequence[str] | None = None,
     ) -> list[tuple[str, float]]:
-        """Return the ``k`` ids with the highest cosine to ``vector``.
+        """Return the ``k`` ids with the highest cosine to ``vector`` (see the module docstring).
+
+        Tag and id filters scan their rows exactly; otherwise, once the HNSW graph is ready, its
+        candidates are re-scored exactly, falling back to the full scan when fewer than ``k``
+        of them pass the code filter.
 
         Args:
             vector: ``(dim,)`` float32 unit vector.
@@ -185,10 +363,15 @@ class VectorIndex:
             order = np.argpartition(-sub, m - 1)[:m] if m < len(rows) else np.arange(len(rows))
             order = order[np.argsort(-sub[order], kind="stable")]
             return [(self._ids[rows[i]], float(sub[i])) for i in order]
+        code_arr = np.asarray(list(codes), dtype=np.int32) if codes is not None else None
+        if self._ann_ready and 4 * k < len(self._row):
+            hits = self._ann_search(q, k, code_arr)
+            if hits is not None:
+                return hits
         scores = self._mat[: self._n] @ q
         live = self._codes[: self._n] >= 0
-        if codes is not None:
-            live &= np.isin(self._codes[: self._n], np.asarray(list(codes), dtype=np.int32))
+        if code_arr is not None:
+            live &= np.isin(self._codes[: self._n], code_arr)
         scores = np.where(live, scores, -np.inf)
         n_live = int(live.sum())
         k = min(k, n_live)

@@ -200,7 +200,10 @@ class ProcedureStore(ABC):
         kinds: Sequence[str] | None = None,
         tags: Sequence[str] | None = None,
     ) -> list[tuple[str, float]]:
-        """Exact nearest procedures by cosine similarity.
+        """Nearest procedures by cosine similarity.
+
+        Cosines are exact; a backend may find the candidates through an approximate index
+        (HNSW) on large stores, so a true neighbour is missed with a small probability.
 
         Args:
             vector: ``(dim,)`` float32 unit query vector.

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sqlite3
 import threading
@@ -33,7 +34,7 @@ from procmem.errors import (
     StorageError,
     ValidationError,
 )
-from procmem.stores._vectors import VectorIndex
+from procmem.stores._vectors import ANN_MIN_ROWS, VectorIndex
 from procmem.stores.base import ProcedureStore, with_counters
 from procmem.types import Outcome, Procedure, ProcedureKind, ProcedureVersion, SessionRecord, Usage, utcnow
 
@@ -127,8 +128,13 @@ class SQLiteStore(ProcedureStore):
         busy_timeout: Seconds to wait for another writer's lock before failing.
         embedding_model: Name of the model whose vectors this store holds; recorded on first
             write, and a different name later raises :class:`ConfigurationError`.
+        ann_min_rows: Vectors (procedures, or past requests) from which vector search goes
+            through an HNSW graph with exact re-scoring instead of an exact scan, when the
+            ``ann`` extra (usearch) is installed; the graph is built in the background and not
+            stored. None always scans exactly. See ``benchmarks/scale.py`` for speed and recall.
 
     Raises:
+        ConfigurationError: ``max_versions`` or ``ann_min_rows`` is not None or an int >= 1.
         CorruptStoreError: The file is not a SQLite database, or not a procmem store.
         SchemaVersionError: The file was written by a newer procmem.
     """
@@ -144,7 +150,13 @@ class SQLiteStore(ProcedureStore):
         max_versions: int | None = None,
         busy_timeout: float = 30.0,
         embedding_model: str | None = None,
+        ann_min_rows: int | None = ANN_MIN_ROWS,
     ) -> None:
+        if ann_min_rows is not None and (
+            isinstance(ann_min_rows, bool) or not isinstance(ann_min_rows, int) or ann_min_rows < 1
+        ):
+            raise ConfigurationError(f"ann_min_rows must be None or an int >= 1, got {ann_min_rows!r}")
+        self.ann_min_rows = ann_min_rows
         if max_versions is not None and (not isinstance(max_versions, int) or max_versions < 1):
             raise ConfigurationError(f"max_versions must be None or an int >= 1, got {max_versions!r}")
         if path is None:
@@ -159,7 +171,12 @@ class SQLiteStore(ProcedureStore):
         except sqlite3.Error as exc:
             raise StorageError(f"cannot open store at {self.path!r}: {exc}") from exc
         self._conn.row_factory = sqlite3.Row
+        self._busy_timeout = busy_timeout
         self._open(busy_timeout)
+        self._wal = self.path != ":memory:" and str(self._pragma("journal_mode")).lower() == "wal"
+        self._side = threading.local()  # per-thread read connections (see _read's side=True)
+        self._side_conns: list[sqlite3.Connection] = []
+        self._side_lock = threading.Lock()
         self._vectors: VectorIndex | None = None
         self._usage_vectors: VectorIndex | None = None
         self._usage_rows: dict[str, tuple[str, str, int, str, str]] = {}
@@ -241,10 +258,35 @@ class SQLiteStore(ProcedureStore):
             finally:
                 cur.close()
 
-    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
-        with self._lock:
+    def _side_conn(self) -> sqlite3.Connection | None:
+        """This thread's own read connection (WAL files only; None for other journal modes)."""
+        if not self._wal:
+            return None
+        conn = getattr(self._side, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None,
+                                   check_same_thread=False)  # closed by close(), from any thread
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA query_only = ON")
+            self._side.conn = conn
+            with self._side_lock:  # not the store's lock: a write in progress must not block this
+                self._side_conns.append(conn)
+        return conn
+
+    def _read(self, sql: str, params: Sequence[Any] = (), *, side: bool = False) -> list[sqlite3.Row]:
+        """Run a read query.
+
+        Args:
+            sql: The statement.
+            params: Its parameters.
+            side: Run it on this thread's own read connection, without the store's lock, so a
+                long read (a BM25 ranking) overlaps other work; WAL readers see every committed
+                write. Falls back to the shared connection when the file is not in WAL mode.
+        """
+        conn = self._side_conn() if side else None
+        with self._lock if conn is None else contextlib.nullcontext():
             try:
-                return self._conn.execute(sql, params).fetchall()
+                return (conn or self._conn).execute(sql, params).fetchall()
             except OverflowError as exc:
                 raise ValidationError(f"a value is outside SQLite's integer range: {exc}") from exc
             except UnicodeDecodeError as exc:
@@ -261,9 +303,33 @@ class SQLiteStore(ProcedureStore):
             )
 
     def close(self) -> None:
-        """Close the connection."""
+        """Close the connection (and stop a background vector-index build)."""
         with self._lock:
+            self._drop_vector_caches()
+            with self._side_lock:
+                for conn in self._side_conns:
+                    conn.close()
+                self._side_conns = []
             self._conn.close()
+
+    def wait_for_ann(self, timeout: float | None = None) -> bool:
+        """Load the vector indexes and wait for their background HNSW builds.
+
+        Searches never need this (they scan exactly until a graph is ready); call it to make
+        the first searches after opening a large store fast, e.g. when a service starts.
+
+        Args:
+            timeout: Seconds to wait at most for each index (None: no limit).
+
+        Returns:
+            Whether every index of at least ``ann_min_rows`` vectors now searches through its
+            graph (False too when the ``ann`` extra is not installed).
+        """
+        ready = True
+        for index in (self._proc_index(), self._usage_index()):
+            if self.ann_min_rows is not None and len(index) >= self.ann_min_rows:
+                ready = index.wait_for_ann(timeout) and ready
+        return ready
 
     # ------------------------------------------------------------------ caches
     def _code(self, namespace: str, kind: str) -> int:
@@ -282,15 +348,24 @@ class SQLiteStore(ProcedureStore):
         dv = self._pragma("data_version")
         if dv != self._data_version:
             self._data_version = dv
+            self._drop_vector_caches()
+
+    def _drop_vector_caches(self, *, procedures: bool = True) -> None:
+        """Forget the in-memory vector indexes (they reload on next use)."""
+        old = [self._usage_vectors, self._vectors] if procedures else [self._usage_vectors]
+        self._usage_vectors = None
+        if procedures:
             self._vectors = None
-            self._usage_vectors = None
+        for index in old:
+            if index is not None:
+                index.close()
 
     def _proc_index(self) -> VectorIndex:
         with self._lock:
             self._refresh()
             if self._vectors is None:
                 dim = self._stored_dim()
-                index = VectorIndex(dim)
+                index = VectorIndex(dim, ann_min_rows=self.ann_min_rows)
                 rows = self._conn.execute(
                     "SELECT rowid, id, namespace, kind, embedding FROM procedures WHERE embedding IS NOT NULL"
                 ).fetchall()
@@ -312,7 +387,7 @@ class SQLiteStore(ProcedureStore):
         with self._lock:
             self._refresh()
             if self._usage_vectors is None:
-                index = VectorIndex(self._stored_dim())
+                index = VectorIndex(self._stored_dim(), ann_min_rows=self.ann_min_rows)
                 self._usage_rows = {}
                 rows = self._conn.execute(
                     "SELECT rowid, namespace, query, procedure_id, success, timestamp, embedding FROM usages"
@@ -637,7 +712,7 @@ class SQLiteStore(ProcedureStore):
             cur.execute("DELETE FROM outcomes WHERE procedure_id = ?", (pid,))
         if self._vectors is not None:
             self._vectors.remove([pid for _, pid in rows])
-        self._usage_vectors = None
+        self._drop_vector_caches(procedures=False)
 
     def clear(self, namespace: str) -> int:
         """Delete everything in one namespace; see :meth:`ProcedureStore.clear`."""
@@ -686,7 +761,7 @@ class SQLiteStore(ProcedureStore):
         kinds: Sequence[str] | None = None,
         tags: Sequence[str] | None = None,
     ) -> list[tuple[str, float]]:
-        """Exact cosine search; see :meth:`ProcedureStore.vector_search`."""
+        """Cosine search (exact scan, or HNSW candidates re-scored exactly from ``ann_min_rows`` on)."""
         index = self._proc_index()
         codes = None
         if namespace is not None or kinds:
@@ -727,6 +802,7 @@ class SQLiteStore(ProcedureStore):
                 " WHERE procedures_fts MATCH ? ORDER BY score LIMIT ?) s"
                 " JOIN procedures p ON p.rowid = s.rowid ORDER BY s.score",
                 [query, int(k)],
+                side=True,
             )
             return [(r["id"], -float(r["score"])) for r in rows]
         where, params = self._where(namespace, kinds, tags)
@@ -736,6 +812,7 @@ class SQLiteStore(ProcedureStore):
             f" JOIN procedures p ON p.rowid = procedures_fts.rowid WHERE procedures_fts MATCH ?{where}"
             " ORDER BY score LIMIT ?",
             [query, *params, int(k)],
+            side=True,
         )
         return [(r["id"], -float(r["score"])) for r in rows]
 
@@ -805,7 +882,7 @@ class SQLiteStore(ProcedureStore):
             before = self._conn.total_changes
             cur.executemany("UPDATE usages SET procedure_id = ? WHERE procedure_id = ?", [(to_id, f) for f in from_ids])
             moved = self._conn.total_changes - before
-        self._usage_vectors = None
+        self._drop_vector_caches(procedures=False)
         return moved
 
     def count_usages(self, *, namespace: str | None = None) -> int:
