@@ -95,6 +95,9 @@ def _inner_kind(text: str) -> str:
 
 _CACHE: dict[str, NormalizedAction] = {}
 _CACHE_MAX = 200_000
+# Words of actions without quotes -> their template and values (see _by_words). Plain tuples,
+# which the garbage collector stops tracking, unlike NormalizedAction.
+_WORDS: dict[str, tuple[str, tuple[tuple[str, str], ...]]] = {}
 
 
 def normalize_action(action: str) -> NormalizedAction:
@@ -117,14 +120,45 @@ def normalize_action(action: str) -> NormalizedAction:
     if hit is not None:
         return hit
     text = collapse_whitespace(action)
-    if _TRIGGER.search(text) is None:
-        # Every value contains a digit, "/", "." or a quote (a URL's "://" or "www." too):
-        # without one there is nothing to replace.
-        result = NormalizedAction(text, ())
-        if len(_CACHE) >= _CACHE_MAX:
-            _CACHE.clear()
-        _CACHE[action] = result
-        return result
+    if "'" in text or '"' in text:
+        result = NormalizedAction(*_scan(text))
+    else:
+        result = NormalizedAction(*_by_words(text))
+    if len(_CACHE) >= _CACHE_MAX:
+        _CACHE.clear()
+    _CACHE[action] = result
+    return result
+
+
+def _by_words(text: str) -> tuple[str, tuple[tuple[str, str], ...]]:
+    """Normalise a white-space-collapsed text without quotes word by word (each word cached).
+
+    Only a quoted string can contain a space, and the look-arounds at a value's edges treat
+    a space as they treat the start or the end of the text, so without quotes the text's
+    values are those of its words, in order. Words repeat across actions (``-p``,
+    ``root@10.0.0.2``, a file name), so this scans much less text than :func:`_scan` would.
+    """
+    templates: list[str] = []
+    values: list[tuple[str, str]] = []
+    for word in text.split(" "):
+        scanned = _WORDS.get(word)
+        if scanned is None:
+            if _TRIGGER.search(word) is None:
+                # Every value contains a digit, "/", "." or a quote (a URL's "://" or "www."
+                # too): without one there is nothing to replace.
+                scanned = (word, ())
+            else:
+                scanned = _scan(word)
+            if len(_WORDS) >= _CACHE_MAX:
+                _WORDS.clear()
+            _WORDS[word] = scanned
+        templates.append(scanned[0])
+        values.extend(scanned[1])
+    return " ".join(templates), tuple(values)
+
+
+def _scan(text: str) -> tuple[str, tuple[tuple[str, str], ...]]:
+    """Normalise a white-space-collapsed text with the token regex: its template and values."""
     out: list[str] = []
     values: list[tuple[str, str]] = []
     pos = 0
@@ -146,11 +180,7 @@ def normalize_action(action: str) -> NormalizedAction:
             values.append((ph, m.group(0)))
         pos = m.end()
     out.append(text[pos:])
-    result = NormalizedAction("".join(out), tuple(values))
-    if len(_CACHE) >= _CACHE_MAX:
-        _CACHE.clear()
-    _CACHE[action] = result
-    return result
+    return "".join(out), tuple(values)
 
 
 def placeholders_of(template: str) -> list[str]:

@@ -87,6 +87,7 @@ _SLOT_NAME = re.compile(r"([A-Za-z_][\w-]*)[=:@\s'\"]*$")
 _SOURCE_LIMIT = {"slot": 2, "name": 2, "session": 3, "task": 4, "global": 2}
 _SOURCE_RANKS = [(s, r) for s in _SOURCES for r in range(_SOURCE_LIMIT[s])]
 _SOURCE_INDEX = {s: tuple(i for i, (s2, _) in enumerate(_SOURCE_RANKS) if s2 == s) for s in _SOURCES}
+_SLOT_RANKS, _NAME_RANKS, _SESSION_RANKS, _TASK_RANKS, _GLOBAL_RANKS = (_SOURCE_INDEX[s] for s in _SOURCES)
 _SOURCE_PRIOR = [{"slot": 0.5, "name": 0.4, "session": 0.3, "task": 0.3, "global": 0.3}[s] / (1 + r)
                  for s, r in _SOURCE_RANKS]
 # Validated, white-space-collapsed actions (actions repeat; bounded like normalize_action's).
@@ -103,8 +104,14 @@ def _template_parts(tpl: str) -> tuple[tuple[str, ...], tuple[str, ...], tuple[s
     A slot's name is the word just before its placeholder (``"access_token"``, ``"-p"``).
     """
     pieces = tuple(template_pieces(tpl))
-    names = tuple((m.group(1) if (m := _SLOT_NAME.search(piece)) else "") for piece in pieces[:-1])
-    return tuple(placeholders_of(tpl)), pieces, names
+    return tuple(placeholders_of(tpl)), pieces, tuple(_slot_name(piece) for piece in pieces[:-1])
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _slot_name(piece: str) -> str:
+    """The name of the slot after ``piece`` (cached: templates share pieces such as ``" -p "``)."""
+    m = _SLOT_NAME.search(piece)
+    return m.group(1) if m else ""
 
 
 def _log_scale(x: float) -> float:
@@ -171,6 +178,45 @@ def _take(values: Iterable[str], ranks: tuple[int, ...], seen: set[str],
         if v not in seen:
             seen.add(v)
             out.append((v, ranks[r]))
+            r += 1
+            if r == len(ranks):
+                return
+
+
+def _push_recent(d: dict[Any, list[str]], key: Any, value: str) -> None:
+    """Make ``value`` the most recent (last) of ``d[key]``."""
+    lst = d.get(key)
+    if lst is None:
+        d[key] = [value]
+    else:
+        if value in lst:
+            lst.remove(value)
+        lst.append(value)
+
+
+def _push_copy(d: dict[Any, list[str]], key: Any, value: str) -> None:
+    """As :func:`_push_recent`, changing a new list (so a shallow copy of ``d`` can learn)."""
+    lst = d.get(key)
+    if lst is None:
+        d[key] = [value]
+    else:
+        lst = d[key] = lst.copy()
+        if value in lst:
+            lst.remove(value)
+        lst.append(value)
+
+
+def _tally(values: Iterable[str], ranks: tuple[int, ...], seen: set[str], truth: str,
+           tries: list[int], hits: list[int]) -> None:
+    """Count the values ``_take`` would offer: a try for each rank's index, a hit if it is ``truth``."""
+    r = 0
+    for v in values:
+        if v not in seen:
+            seen.add(v)
+            index = ranks[r]
+            tries[index] += 1
+            if v == truth:
+                hits[index] += 1
             r += 1
             if r == len(ranks):
                 return
@@ -618,13 +664,12 @@ class NextActionPredictor:
             else:
                 cands, feats, _ = self._candidates(hist, live.task, live)
                 self._update_ranker(cands, feats, a)
-        norm = normalize_action(a)
-        tpl = norm.template
+        tpl, values = normalize_action(a)
         prog = _program(a)
-        values = norm.values
-        # Slot-filling statistics, measured before the values are learned.
         if values:
-            self._learn_slots(tpl, values, live)
+            names = _template_parts(tpl)[2]
+            # Slot-filling statistics, measured before the values are learned.
+            self._learn_slots(tpl, values, live, names)
         nexts, lasts = self._next, self._last
         zero = nexts[0].get(())
         if zero is None:
@@ -650,7 +695,12 @@ class NextActionPredictor:
                 d[a] = d.get(a, 0) + 1
                 lasts[k][ctx] = a
             if len(hist) >= 2:
-                _count(self._skip, hist[-2], a)
+                # Skip context: the action two steps back.
+                d = self._skip.get(hist[-2])
+                if d is None:
+                    self._skip[hist[-2]] = {a: 1}
+                else:
+                    d[a] = d.get(a, 0) + 1
             # Trigger model: every distinct action of the last ``window``.
             trig = self._trig
             for b in dict.fromkeys(hist[-1:-self.window - 1:-1]):
@@ -672,40 +722,52 @@ class NextActionPredictor:
                         tnexts[k2][ttail[mt - k2:]] = {tpl: 1}
                     break
                 d[tpl] = d.get(tpl, 0) + 1
-            e = self._edges.get((th[-1], tpl))
+            edge = (th[-1], tpl)
+            e = self._edges.get(edge)
             if e is None:
-                self._edges[(th[-1], tpl)] = [1, 0, 0]
+                self._edges[edge] = [1, 0, 0]
             else:
                 e[0] += 1
+        # Program model: the programs after the last program and after the last two.
         progs = live.programs
+        last_prog = progs[-1] if progs else ""
         if len(progs) >= 2:
-            _count(self._pnext2, (progs[-2], progs[-1]), prog)
-        _count(self._pnext, progs[-1] if progs else "", prog)
+            _count(self._pnext2, (progs[-2], last_prog), prog)
+        d = self._pnext.get(last_prog)
+        if d is None:
+            self._pnext[last_prog] = {prog: 1}
+        else:
+            d[prog] = d.get(prog, 0) + 1
         hist.append(a)
         th.append(tpl)
         progs.append(prog)
         if values:
-            self._remember(live, tpl, values)
+            self._remember(live, tpl, values, names=names)
         self._n_actions += 1
         self._cache = None
 
     def _remember(self, live: _Live, tpl: str, values: tuple[tuple[str, str], ...],
-                  copy: bool = False) -> None:
+                  copy: bool = False, names: tuple[str, ...] | None = None) -> None:
         """Record a session's slot values by template slot, by type and by slot name.
 
         With ``copy`` the lists changed are replaced by new ones, so that a shallow copy of
-        ``live`` can learn without changing ``live``.
+        ``live`` can learn without changing ``live``. ``names``: the template's slot names,
+        when already known.
         """
         if not values:
             return
-        names = self._slot_names(tpl)
-        push = self._push
+        if names is None:
+            names = self._slot_names(tpl)
+        push = _push_copy if copy else _push_recent
+        slot_values, type_values, name_values, used = (
+            live.slot_values, live.type_values, live.name_values, live.used)
+        n_names = len(names)
         for i, (ph, v) in enumerate(values):
-            push(live.slot_values, (tpl, i), v, copy)
-            push(live.type_values, ph, v, copy)
-            if i < len(names) and names[i]:
-                push(live.name_values, names[i], v, copy)
-            live.used.add(v)
+            push(slot_values, (tpl, i), v)
+            push(type_values, ph, v)
+            if i < n_names and names[i]:
+                push(name_values, names[i], v)
+            used.add(v)
 
     def _extended(self, live: _Live, action: str) -> _Live:
         """A copy of a session's slot values that also remembers ``action`` (``live`` is unchanged)."""
@@ -722,19 +784,6 @@ class NextActionPredictor:
     def _slot_names(tpl: str) -> tuple[str, ...]:
         """The word just before each placeholder of a template (``"access_token"``, ``"-p"``)."""
         return _template_parts(tpl)[2]
-
-    @staticmethod
-    def _push(d: dict[Any, list[str]], key: Any, value: str, copy: bool = False) -> None:
-        """Make ``value`` the most recent of ``d[key]`` (a new list when ``copy``)."""
-        lst = d.get(key)
-        if lst is None:
-            d[key] = [value]
-        else:
-            if copy:
-                lst = d[key] = lst.copy()
-            if value in lst:
-                lst.remove(value)
-            lst.append(value)
 
     def _end(self, sid: str, flag: bool | None) -> None:
         live = self._live.pop(sid, None)
@@ -813,22 +862,43 @@ class NextActionPredictor:
             return prior
         return (self._source_hits[index] + 2 * prior) / (tries + 2)
 
-    def _learn_slots(self, tpl: str, values: tuple[tuple[str, str], ...], live: _Live) -> None:
+    def _learn_slots(self, tpl: str, values: tuple[tuple[str, str], ...], live: _Live,
+                     names: tuple[str, ...]) -> None:
+        """Count, for each slot value, which (source, rank) offered what and whether it was right.
+
+        The same options as ``_slot_options`` gives, in the same order (see there), counted
+        directly into the hit statistics. ``names``: the template's slot names.
+        """
         if live.task_values is None:
             live.task_values = extract_task_values(live.task) if live.task else {}
         task_values = live.task_values
-        used = live.used
         tries, hits = self._source_tries, self._source_hits
         glob = self._slot_global
+        slot_values, name_values, type_values = live.slot_values, live.name_values, live.type_values
+        n_names = len(names)
         for i, (ph, v) in enumerate(values):
-            for value, index in self._slot_options(tpl, i, ph, live, task_values, used):
-                tries[index] += 1
-                if value == v:
-                    hits[index] += 1
-            g = glob.get((tpl, i))
+            key = (tpl, i)
+            seen: set[str] = set()
+            vals = slot_values.get(key)
+            if vals:
+                _tally(reversed(vals), _SLOT_RANKS, seen, v, tries, hits)
+            if i < n_names and names[i]:
+                vals = name_values.get(names[i])
+                if vals:
+                    _tally(reversed(vals), _NAME_RANKS, seen, v, tries, hits)
+            vals = type_values.get(ph)
+            if vals:
+                _tally(reversed(vals), _SESSION_RANKS, seen, v, tries, hits)
+            vals = task_values.get(ph)
+            if vals:
+                used = live.used
+                _tally([x for x in vals if x not in used] + [x for x in vals if x in used],
+                       _TASK_RANKS, seen, v, tries, hits)
+            g = glob.get(key)
             if g is None:
-                glob[(tpl, i)] = {v: 1}
+                glob[key] = {v: 1}
             else:
+                _tally(sorted(g, key=g.__getitem__, reverse=True), _GLOBAL_RANKS, seen, v, tries, hits)
                 g[v] = g.get(v, 0) + 1
 
     def _fill(self, tpl: str, live: _Live, task_values: dict[str, list[str]],
