@@ -685,7 +685,6 @@ class HybridRetriever:
         pending = pool.submit(self.store.lexical_search, query, **lex_args) if pool is not None else None
         dense = dict(self.store.vector_search(qv, k=n_cand, namespace=namespace, kinds=kinds_v, tags=tags_v))
         neighbours = self.store.usage_search(qv, k=cfg.neighbours, namespace=namespace)
-        lexical = dict(pending.result() if pending is not None else self.store.lexical_search(query, **lex_args))
         exp = self._experience()
 
         # Experience: dense kNN vote over past requests (Dudani 1976). Each candidate's own
@@ -719,6 +718,9 @@ class HybridRetriever:
                     pid = exp.procs[row]
                     lex_vote[pid] = lex_vote.get(pid, 0.0) + (w if exp.success[row] else -cfg.failure_penalty * w)
                 lex_vote = {p: v / total for p, v in lex_vote.items()}
+
+        # The BM25 ranking has run meanwhile (the votes above do not need it).
+        lexical = dict(pending.result() if pending is not None else self.store.lexical_search(query, **lex_args))
 
         # Candidates from every source; experience-only ones must pass the filters. Prototypes
         # score the candidates but do not add any: a procedure whose past requests resemble the

@@ -120,3 +120,19 @@ def test_ann_min_rows_must_be_a_positive_int() -> None:
     for bad in (0, -5, 1.5, True, "100"):
         with pytest.raises(ValueError, match="ann_min_rows"):
             VectorIndex(DIM, ann_min_rows=bad)  # type: ignore[arg-type]
+
+
+def test_a_graph_that_misses_neighbours_is_dropped_for_the_exact_scan(caplog: pytest.LogCaptureFixture) -> None:
+    rng = np.random.default_rng(6)
+    index, mat, ids = _graph_index(rng)
+    # Change the vectors behind the graph's back: its candidates are now unrelated to the truth,
+    # as when a graph cannot find neighbours in the data.
+    fresh = _clustered(np.random.default_rng(7), len(ids))
+    index._mat[: len(ids)] = fresh
+    queries = _clustered(rng, 400)
+    for q in queries:
+        index.search(q, 5)
+    assert not index.ann_ready
+    assert "goes back to the exact scan" in caplog.text
+    for q in queries[:10]:
+        assert [h[0] for h in index.search(q, 5)] == _brute(fresh, ids, q, 5)
