@@ -675,14 +675,13 @@ class HybridRetriever:
         kinds_v = [getattr(x, "value", x) for x in kinds] if kinds else None
         tags_v = list(tags) if tags else None
         cfg = self.config
-        qv = np.asarray(self.embedder.embed_query(query), dtype=np.float32)
         n_cand = max(cfg.candidates, k)
-
         lex_args = {"k": n_cand, "namespace": namespace, "kinds": kinds_v, "tags": tags_v}
         pool = self._pool()
         # A store that allows concurrent reads runs the lexical search (SQLite, off the GIL)
-        # while this thread scans the vectors (numpy, off the GIL too).
+        # while this thread embeds the query and searches the vectors (off the GIL too).
         pending = pool.submit(self.store.lexical_search, query, **lex_args) if pool is not None else None
+        qv = np.asarray(self.embedder.embed_query(query), dtype=np.float32)
         dense = dict(self.store.vector_search(qv, k=n_cand, namespace=namespace, kinds=kinds_v, tags=tags_v))
         neighbours = self.store.usage_search(qv, k=cfg.neighbours, namespace=namespace)
         exp = self._experience()

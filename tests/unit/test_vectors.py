@@ -71,6 +71,7 @@ def test_graph_search_has_exact_cosines_high_recall_and_respects_codes() -> None
         assert [h[1] for h in hits] == sorted((h[1] for h in hits), reverse=True)
         assert all(int(pid[1:]) % 3 == 1 for pid, _ in index.search(q, 5, codes=[1]))
     assert np.mean(recall) >= 0.95
+    assert index.ann_ready  # its audits (the first 8 searches, then every 32nd) found it good
 
 
 def test_graph_follows_writes_and_removals() -> None:
@@ -129,8 +130,8 @@ def test_a_graph_that_misses_neighbours_is_dropped_for_the_exact_scan(caplog: py
     # as when a graph cannot find neighbours in the data.
     fresh = _clustered(np.random.default_rng(7), len(ids))
     index._mat[: len(ids)] = fresh
-    queries = _clustered(rng, 400)
-    for q in queries:
+    queries = _clustered(rng, 8)
+    for q in queries:  # the first 8 searches on a graph are audited
         index.search(q, 5)
     assert not index.ann_ready
     assert "goes back to the exact scan" in caplog.text

@@ -11,9 +11,9 @@ a true neighbour missed by the graph can be lost (recall is measured in ``benchm
 The graph is derived data, never stored: it is built on a background thread when the index
 reaches ``ann_min_rows`` (for example after a store is reopened), and searches scan exactly
 until it is ready, so results never wait for it. Rows written meanwhile are applied when the
-build finishes; after that, writes update the graph as they happen. Every 32nd graph search
-is also answered by the exact scan, and when the graph's recall of the exact top k over the
-last 16 such audits falls below 0.9 (data without neighbourhood structure, such as random
+build finishes; after that, writes update the graph as they happen. The first 8 searches on a
+new graph, then every 32nd, are also answered by the exact scan, and when the graph's recall of
+the exact top k over the last 16 such audits falls below 0.9 (data without neighbourhood structure, such as random
 vectors, where no graph works), the index logs a warning and goes back to exact scans.
 """
 
@@ -393,7 +393,9 @@ class VectorIndex:
             hits = self._ann_search(q, k, code_arr)
             if hits is not None:
                 self._ann_searches += 1
-                if self._ann_searches % _ANN_AUDIT_EVERY == 0:
+                # The first searches on a new graph are all audited, so a graph that cannot
+                # find neighbours in this data is dropped at once; then every 32nd.
+                if len(self._ann_recall) < _ANN_AUDIT_MIN or self._ann_searches % _ANN_AUDIT_EVERY == 0:
                     self._ann_audit(hits, self._scan(q, k, code_arr))
                 return hits
         return self._scan(q, k, code_arr)

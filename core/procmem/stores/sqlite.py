@@ -331,6 +331,19 @@ class SQLiteStore(ProcedureStore):
                 ready = index.wait_for_ann(timeout) and ready
         return ready
 
+    def vector_index_info(self) -> dict[str, dict[str, int | bool]]:
+        """How the loaded vector indexes search: their sizes and whether an HNSW graph serves them.
+
+        Returns:
+            ``{"procedures": {...}, "usages": {...}}``, each ``{"vectors": n, "hnsw": bool}``
+            (an index not loaded yet reports 0 vectors and no graph).
+        """
+        return {
+            name: {"vectors": len(index) if index is not None else 0,
+                   "hnsw": bool(index is not None and index.ann_ready)}
+            for name, index in (("procedures", self._vectors), ("usages", self._usage_vectors))
+        }
+
     # ------------------------------------------------------------------ caches
     def _code(self, namespace: str, kind: str) -> int:
         """Filter code of a procedure row: its namespace and its kind in one integer."""
