@@ -276,7 +276,7 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"background in {ann_s:.1f} s more ({'ready' if ann else 'not used: install the ann extra'}); "
           f"retriever's experience index: {index_s * 1000:.0f} ms")
     print("HNSW graph serving searches at the end: " + ", ".join(
-        f"{name} {'yes' if info['hnsw'] else 'no'}" for name, info in graphs.items()))
+        f"{name} {'yes' if info.get('hnsw') else 'no'}" for name, info in graphs.items()))
     print(f"writes with the vector index loaded: {extra:,} procedures in {warm_write_s:.1f} s = "
           f"{extra / warm_write_s:,.0f} procedures/s")
     print()

@@ -608,6 +608,9 @@ class ProceduralMemory:
             "store": type(self.store).__name__,
             "path": getattr(self.store, "path", None),
         }
+        index_info = getattr(self.store, "vector_index_info", None)
+        if index_info is not None:
+            out["vector_index"] = index_info()  # sizes, and whether an HNSW graph serves each
         predictor = self._predictors.get(ns)
         if predictor is not None:
             out["learner"] = predictor.stats()

@@ -28,6 +28,7 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import ipaddress
 import logging
@@ -715,8 +716,18 @@ def create_app(memory: Any = None, *, settings: ServerSettings | None = None) ->
     expected_key = settings.api_key.get_secret_value().encode() if settings.api_key else None
     sync = _PredictorSync()
 
+    def load_indexes() -> None:
+        # Load the vector indexes before the first search needs them (about 2 s at 100,000
+        # procedures); their HNSW graphs, if any, go on building in the background.
+        try:
+            memory.store.wait_for_ann(timeout=0)
+        except Exception:  # a failure here must not stop the service; searches load lazily
+            logger.exception("loading the vector indexes failed")
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> Any:
+        if hasattr(memory.store, "wait_for_ann"):
+            await asyncio.get_running_loop().run_in_executor(None, load_indexes)
         yield
         if owned:
             memory.close()

@@ -120,6 +120,8 @@ def test_learn_predict_patterns_health_stats(client):
     assert patterns
     stats = client.get("/stats").json()
     assert stats["sessions"] == 4 and "path" not in stats
+    # The service loads the vector indexes at start-up (a small store: exact scans, no graph).
+    assert stats["vector_index"]["procedures"] == {"loaded": True, "vectors": stats["procedures"], "hnsw": False}
     other = client.get("/stats", headers={"X-Procmem-Namespace": "someone-else"}).json()
     assert other["sessions"] == 0
 

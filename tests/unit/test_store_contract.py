@@ -344,7 +344,7 @@ def test_hnsw_search_agrees_with_the_exact_scan_and_follows_writes(tmp_path):
              for i in range(400)]
     store.put(procs, vecs)
     assert store.wait_for_ann(timeout=60)
-    assert store.vector_index_info()["procedures"] == {"vectors": 400, "hnsw": True}
+    assert store.vector_index_info()["procedures"] == {"loaded": True, "vectors": 400, "hnsw": True}
     exact = SQLiteStore(path, ann_min_rows=None)
     queries = _clustered(40, seed=1)
     agree = []
@@ -362,7 +362,7 @@ def test_hnsw_search_agrees_with_the_exact_scan_and_follows_writes(tmp_path):
     assert store.vector_search(queries[0], k=1)[0][0] == new.id
     store.delete(new.id)
     assert all(pid != new.id for pid, _ in store.vector_search(queries[0], k=10))
-    assert exact.vector_index_info()["procedures"] == {"vectors": 400, "hnsw": False}
+    assert exact.vector_index_info()["procedures"] == {"loaded": True, "vectors": 400, "hnsw": False}
     exact.close()
     store.close()
 

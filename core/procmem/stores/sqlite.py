@@ -319,7 +319,8 @@ class SQLiteStore(ProcedureStore):
         the first searches after opening a large store fast, e.g. when a service starts.
 
         Args:
-            timeout: Seconds to wait at most for each index (None: no limit).
+            timeout: Seconds to wait at most for each index (None: no limit; 0 loads the
+                indexes and returns at once, the graphs building on).
 
         Returns:
             Whether every index of at least ``ann_min_rows`` vectors now searches through its
@@ -332,15 +333,17 @@ class SQLiteStore(ProcedureStore):
         return ready
 
     def vector_index_info(self) -> dict[str, dict[str, int | bool]]:
-        """How the loaded vector indexes search: their sizes and whether an HNSW graph serves them.
+        """How this process's vector indexes search, without loading them.
 
         Returns:
-            ``{"procedures": {...}, "usages": {...}}``, each ``{"vectors": n, "hnsw": bool}``
-            (an index not loaded yet reports 0 vectors and no graph).
+            ``{"procedures": {...}, "usages": {...}}``, each ``{"loaded": False}`` when the
+            index has not been loaded yet (the first search loads it), else
+            ``{"loaded": True, "vectors": n, "hnsw": bool}``, ``hnsw`` telling whether a graph
+            serves searches now (see ``ann_min_rows``).
         """
         return {
-            name: {"vectors": len(index) if index is not None else 0,
-                   "hnsw": bool(index is not None and index.ann_ready)}
+            name: {"loaded": False} if index is None
+            else {"loaded": True, "vectors": len(index), "hnsw": index.ann_ready}
             for name, index in (("procedures", self._vectors), ("usages", self._usage_vectors))
         }
 
