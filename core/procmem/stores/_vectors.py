@@ -19,6 +19,7 @@ vectors, where no graph works), the index logs a warning and goes back to exact 
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 from collections import deque
@@ -40,8 +41,27 @@ _ANN_AUDIT_EVERY = 32  # every n-th graph search is also scanned exactly, to mea
 _ANN_AUDIT_WINDOW = 16  # audits kept
 _ANN_AUDIT_MIN = 8  # audits before the graph can be judged
 _ANN_MIN_RECALL = 0.9  # mean recall of the top k below which the graph is dropped
-_ANN_BUILD_CHUNK = 8_192  # rows per add call of a background build (lets a closed index stop early)
+_ANN_BUILD_CHUNK = 4_096  # rows per add call of a background build (a stopped build ends after one)
 _ann_missing_logged = False
+_building: set[VectorIndex] = set()  # indexes whose graph is being built, stopped at exit
+_building_lock = threading.Lock()
+
+
+@atexit.register
+def _stop_builds() -> None:
+    """Stop background builds before the interpreter exits.
+
+    usearch's worker threads must not be running when the process tears down (the C++
+    runtime aborts the process), so each build is told to stop and joined; it ends after the
+    chunk it is adding.
+    """
+    with _building_lock:
+        pending = list(_building)
+    for index in pending:
+        index._ann_generation += 1
+        thread = index._ann_thread
+        if thread is not None:
+            thread.join(timeout=60)
 
 
 def _usearch_index(dim: int) -> Any | None:
@@ -258,6 +278,8 @@ class VectorIndex:
             name="procmem-hnsw-build",
             daemon=True,
         )
+        with _building_lock:
+            _building.add(self)
         self._ann_thread.start()
 
     def _ann_build(self, index: Any, mat: np.ndarray, rows: np.ndarray, generation: int) -> None:
@@ -282,6 +304,9 @@ class VectorIndex:
                 if generation == self._ann_generation:
                     self._ann_drop()
                     self._ann_unavailable = True
+        finally:
+            with _building_lock:
+                _building.discard(self)
 
     def _ann_search(self, q: np.ndarray, k: int, codes: np.ndarray | None) -> list[tuple[str, float]] | None:
         """Top ``k`` through the graph, re-scored exactly; None when too few candidates pass the filter."""
