@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 
@@ -130,8 +132,12 @@ def test_a_graph_that_misses_neighbours_is_dropped_for_the_exact_scan(caplog: py
     # as when a graph cannot find neighbours in the data.
     fresh = _clustered(np.random.default_rng(7), len(ids))
     index._mat[: len(ids)] = fresh
-    queries = _clustered(rng, 8)
-    for q in queries:  # the first 8 searches on a graph are audited
+    caplog.set_level(logging.INFO, logger="procmem")
+    queries = _clustered(rng, 32)
+    for q in queries[:8]:  # the first 8 searches on a graph are audited: it is searched wider
+        index.search(q, 5)
+    assert index.ann_ready and "searching it wider (efSearch 256)" in caplog.text
+    for q in queries[8:]:  # 512, 1,024, and then, still missing, it is dropped
         index.search(q, 5)
     assert not index.ann_ready
     assert "goes back to the exact scan" in caplog.text

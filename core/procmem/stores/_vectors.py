@@ -12,9 +12,11 @@ The graph is derived data, never stored: it is built on a background thread when
 reaches ``ann_min_rows`` (for example after a store is reopened), and searches scan exactly
 until it is ready, so results never wait for it. Rows written meanwhile are applied when the
 build finishes; after that, writes update the graph as they happen. The first 8 searches on a
-new graph, then every 32nd, are also answered by the exact scan, and when the graph's recall of
-the exact top k over the last 16 such audits falls below 0.9 (data without neighbourhood structure, such as random
-vectors, where no graph works), the index logs a warning and goes back to exact scans.
+new graph, then every 32nd, are also answered by the exact scan. When the graph's recall of the
+exact top k over these audits falls below 0.95, the graph is searched twice as wide (efSearch
+doubles, up to 1,024, as large graphs need) and audited afresh; when even the widest search
+finds less than 0.9 (data without neighbourhood structure, such as random vectors, where no
+graph works), the index logs a warning and goes back to exact scans.
 """
 
 from __future__ import annotations
@@ -40,7 +42,9 @@ _ANN_EXPANSION_SEARCH = 128  # efSearch (the candidate count, when larger, widen
 _ANN_AUDIT_EVERY = 32  # every n-th graph search is also scanned exactly, to measure recall
 _ANN_AUDIT_WINDOW = 16  # audits kept
 _ANN_AUDIT_MIN = 8  # audits before the graph can be judged
-_ANN_MIN_RECALL = 0.9  # mean recall of the top k below which the graph is dropped
+_ANN_TARGET_RECALL = 0.95  # mean audited recall of the top k below which the search widens
+_ANN_MAX_EXPANSION = 1_024  # widest efSearch tried
+_ANN_MIN_RECALL = 0.9  # mean audited recall below which a graph searched at the widest is dropped
 _ANN_BUILD_CHUNK = 4_096  # rows per add call of a background build (a stopped build ends after one)
 _ann_missing_logged = False
 _building: set[VectorIndex] = set()  # indexes whose graph is being built, stopped at exit
@@ -320,15 +324,30 @@ class VectorIndex:
         return [(self._ids[keys[i]], float(sub[i])) for i in top]
 
     def _ann_audit(self, hits: list[tuple[str, float]], exact: list[tuple[str, float]]) -> None:
-        """Compare a graph search with the exact scan; drop the graph if its recall is poor."""
+        """Compare a graph search with the exact scan; widen the search, or drop the graph, if it misses.
+
+        Below the target recall the graph is searched twice as wide (efSearch doubles, up to
+        1,024) and audited afresh; at the widest, below 0.9, the index goes back to exact scans.
+        """
         if not exact:
             return
         self._ann_recall.append(len({h[0] for h in hits} & {e[0] for e in exact}) / len(exact))
-        if len(self._ann_recall) >= _ANN_AUDIT_MIN and sum(self._ann_recall) / len(self._ann_recall) < _ANN_MIN_RECALL:
+        if len(self._ann_recall) < _ANN_AUDIT_MIN:
+            return
+        recall = sum(self._ann_recall) / len(self._ann_recall)
+        if recall >= _ANN_TARGET_RECALL:
+            return
+        width = int(self._ann.expansion_search)
+        if width < _ANN_MAX_EXPANSION:
+            self._ann.expansion_search = min(2 * width, _ANN_MAX_EXPANSION)
+            self._ann_recall.clear()  # the next searches are audited again
+            _log.info("the HNSW index found %.0f%% of the exact top k; searching it wider (efSearch %d)",
+                      100 * recall, self._ann.expansion_search)
+        elif recall < _ANN_MIN_RECALL:
             _log.warning(
                 "the HNSW index found %.0f%% of the exact top k on its last %d audited searches; "
                 "vector search goes back to the exact scan (vectors without neighbourhood structure?)",
-                100 * sum(self._ann_recall) / len(self._ann_recall), len(self._ann_recall),
+                100 * recall, _ANN_AUDIT_MIN,
             )
             self._ann_drop()
             self._ann_unavailable = True
