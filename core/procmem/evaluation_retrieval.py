@@ -227,7 +227,7 @@ def evaluate_retrieval(
     """Load tools, learn past usages, answer every query and report top-k metrics.
 
     Tools become ``Procedure(kind="tool", name, description)`` embedded with
-    :func:`procmem.retrieval.retrieval_text`; usages are learned with ``record_usages`` (tool
+    :func:`procmem.retrieval.embed_procedures`; usages are learned with ``record_usages`` (tool
     name mapped to the new id); each query is answered with ``search(k=k, touch=False)`` so the
     evaluation does not change access counts.
 

@@ -204,7 +204,9 @@ class ProceduralMemory:
         return procedure_id
 
     def _embed(self, procedures: Sequence[Procedure]) -> np.ndarray:
-        return self.embedder.embed_documents([p.text() for p in procedures])
+        from procmem.retrieval import embed_procedures
+
+        return embed_procedures(self.embedder, procedures)
 
     def _build(self, data: Procedure | Mapping[str, Any]) -> Procedure:
         if isinstance(data, Procedure):

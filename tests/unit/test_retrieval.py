@@ -17,7 +17,7 @@ from procmem.evaluation_retrieval import (
     read_tools_jsonl,
     read_usages_jsonl,
 )
-from procmem.retrieval import HybridRetriever, RetrievalConfig, retrieval_text
+from procmem.retrieval import HybridRetriever, RetrievalConfig, clause_texts, embed_procedures, retrieval_text
 from procmem.stores import InMemoryStore
 from procmem.types import Procedure
 
@@ -312,3 +312,22 @@ def test_overlapped_searches_rank_like_sequential_ones(tmp_path, monkeypatch):
     r2 = HybridRetriever(r.store, r.embedder)
     assert r2._pool() is None
     assert [[(x.procedure.id, x.score) for x in r2.search(q, k=4, touch=False)] for q in queries] == overlapped
+
+
+def test_embed_procedures_mixes_in_the_description_clauses() -> None:
+    emb = HashingEmbedder()
+    multi = Procedure(kind="tool", name="TripTool",
+                      description="Offers hotel bookings, travel planning and image editing.")
+    single = Procedure(kind="tool", name="git_commit", description="Record changes")
+    assert clause_texts(multi) == ["Trip Tool: Offers hotel bookings", "Trip Tool: travel planning",
+                                   "Trip Tool: image editing."]
+    assert clause_texts(single) == []
+    vecs = embed_procedures(emb, [multi, single])
+    assert vecs.shape == (2, emb.dim)
+    np.testing.assert_allclose(np.linalg.norm(vecs, axis=1), 1.0, rtol=1e-5)
+    # Without clauses the vector is that of the whole text; with clauses it moves towards them.
+    np.testing.assert_allclose(vecs[1], emb.embed_documents([retrieval_text(single)])[0], rtol=1e-5, atol=1e-6)
+    whole = emb.embed_documents([retrieval_text(multi)])[0]
+    clause = emb.embed_documents(clause_texts(multi)).mean(axis=0)
+    assert float(vecs[0] @ clause) > float(whole @ clause)
+    assert embed_procedures(emb, []).shape == (0, emb.dim)
