@@ -47,7 +47,9 @@ _ANN_MAX_EXPANSION = 1_024  # widest efSearch tried
 _ANN_MIN_RECALL = 0.9  # mean audited recall below which a graph searched at the widest is dropped
 _ANN_BUILD_CHUNK = 4_096  # rows per add call of a background build (a stopped build ends after one)
 _ann_missing_logged = False
-_building: set[VectorIndex] = set()  # indexes whose graph is being built, stopped at exit
+# Running graph builds (thread -> its index), stopped at exit. The thread, not the index's
+# current one: a dropped build (closed store, compaction) still runs until its chunk ends.
+_building: dict[threading.Thread, VectorIndex] = {}
 _building_lock = threading.Lock()
 
 
@@ -60,12 +62,10 @@ def _stop_builds() -> None:
     chunk it is adding.
     """
     with _building_lock:
-        pending = list(_building)
-    for index in pending:
+        pending = list(_building.items())
+    for thread, index in pending:
         index._ann_generation += 1
-        thread = index._ann_thread
-        if thread is not None:
-            thread.join(timeout=60)
+        thread.join(timeout=60)
 
 
 def _usearch_index(dim: int) -> Any | None:
@@ -283,7 +283,7 @@ class VectorIndex:
             daemon=True,
         )
         with _building_lock:
-            _building.add(self)
+            _building[self._ann_thread] = self
         self._ann_thread.start()
 
     def _ann_build(self, index: Any, mat: np.ndarray, rows: np.ndarray, generation: int) -> None:
@@ -310,7 +310,7 @@ class VectorIndex:
                     self._ann_unavailable = True
         finally:
             with _building_lock:
-                _building.discard(self)
+                _building.pop(threading.current_thread(), None)
 
     def _ann_search(self, q: np.ndarray, k: int, codes: np.ndarray | None) -> list[tuple[str, float]] | None:
         """Top ``k`` through the graph, re-scored exactly; None when too few candidates pass the filter."""
