@@ -91,7 +91,6 @@ _SLOT_NAME = re.compile(r"([A-Za-z_][\w-]*)[=:@\s'\"]*$")
 _SOURCE_LIMIT = {"slot": 2, "name": 2, "session": 3, "task": 4, "global": 2}
 _SOURCE_RANKS = [(s, r) for s in _SOURCES for r in range(_SOURCE_LIMIT[s])]
 _SOURCE_INDEX = {s: tuple(i for i, (s2, _) in enumerate(_SOURCE_RANKS) if s2 == s) for s in _SOURCES}
-_SLOT_RANKS, _NAME_RANKS, _SESSION_RANKS, _TASK_RANKS, _GLOBAL_RANKS = (_SOURCE_INDEX[s] for s in _SOURCES)
 _SOURCE_PRIOR = [{"slot": 0.5, "name": 0.4, "session": 0.3, "task": 0.3, "global": 0.3}[s] / (1 + r)
                  for s, r in _SOURCE_RANKS]
 # Validated, white-space-collapsed actions (actions repeat; bounded like normalize_action's).
@@ -208,22 +207,6 @@ def _push_copy(d: dict[Any, list[str]], key: Any, value: str) -> None:
         if value in lst:
             lst.remove(value)
         lst.append(value)
-
-
-def _tally(values: Iterable[str], ranks: tuple[int, ...], seen: set[str], truth: str,
-           tries: list[int], hits: list[int]) -> None:
-    """Count the values ``_take`` would offer: a try for each rank's index, a hit if it is ``truth``."""
-    r = 0
-    for v in values:
-        if v not in seen:
-            seen.add(v)
-            index = ranks[r]
-            tries[index] += 1
-            if v == truth:
-                hits[index] += 1
-            r += 1
-            if r == len(ranks):
-                return
 
 
 class _Live:
@@ -676,7 +659,7 @@ class NextActionPredictor:
         if values:
             names = _template_parts(tpl)[2]
             # Slot-filling statistics, measured before the values are learned.
-            self._learn_slots(tpl, values, live, names)
+            self._learn_slots(tpl, values, live)
         nexts, lasts = self._next, self._last
         zero = nexts[0].get(())
         if zero is None:
@@ -869,43 +852,22 @@ class NextActionPredictor:
             return prior
         return (self._source_hits[index] + 2 * prior) / (tries + 2)
 
-    def _learn_slots(self, tpl: str, values: tuple[tuple[str, str], ...], live: _Live,
-                     names: tuple[str, ...]) -> None:
-        """Count, for each slot value, which (source, rank) offered what and whether it was right.
-
-        The same options as ``_slot_options`` gives, in the same order (see there), counted
-        directly into the hit statistics. ``names``: the template's slot names.
-        """
+    def _learn_slots(self, tpl: str, values: tuple[tuple[str, str], ...], live: _Live) -> None:
+        """Count, for each slot value, which (source, rank) offered what and whether it was right."""
         if live.task_values is None:
             live.task_values = extract_task_values(live.task) if live.task else {}
-        task_values = live.task_values
+        task_values, used = live.task_values, live.used
         tries, hits = self._source_tries, self._source_hits
         glob = self._slot_global
-        slot_values, name_values, type_values = live.slot_values, live.name_values, live.type_values
-        n_names = len(names)
         for i, (ph, v) in enumerate(values):
-            key = (tpl, i)
-            seen: set[str] = set()
-            vals = slot_values.get(key)
-            if vals:
-                _tally(reversed(vals), _SLOT_RANKS, seen, v, tries, hits)
-            if i < n_names and names[i]:
-                vals = name_values.get(names[i])
-                if vals:
-                    _tally(reversed(vals), _NAME_RANKS, seen, v, tries, hits)
-            vals = type_values.get(ph)
-            if vals:
-                _tally(reversed(vals), _SESSION_RANKS, seen, v, tries, hits)
-            vals = task_values.get(ph)
-            if vals:
-                used = live.used
-                _tally([x for x in vals if x not in used] + [x for x in vals if x in used],
-                       _TASK_RANKS, seen, v, tries, hits)
-            g = glob.get(key)
+            for value, index in self._slot_options(tpl, i, ph, live, task_values, used):
+                tries[index] += 1
+                if value == v:
+                    hits[index] += 1
+            g = glob.get((tpl, i))
             if g is None:
-                glob[key] = {v: 1}
+                glob[(tpl, i)] = {v: 1}
             else:
-                _tally(sorted(g, key=g.__getitem__, reverse=True), _GLOBAL_RANKS, seen, v, tries, hits)
                 g[v] = g.get(v, 0) + 1
 
     def _fill(self, tpl: str, live: _Live, task_values: dict[str, list[str]],
