@@ -249,7 +249,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     exact_rows = rows_for(exact, fused_exact)
 
     def recall(a: Callable[[int], list[str]], b: Callable[[int], list[str]]) -> float:
-        return float(np.mean([len(set(a(i)) & set(b(i))) / max(1, len(b(i))) for i in range(args.queries)]))
+        """Mean share of ``b``'s (the exact search's) results that ``a`` also returned."""
+        shares = []
+        for i in range(args.queries):
+            want = set(b(i))
+            shares.append(len(set(a(i)) & want) / max(1, len(want)))
+        return float(np.mean(shares))
 
     recall_vec = recall(lambda i: [h[0] for h in store.vector_search(qv[i], k=5)],
                         lambda i: [h[0] for h in exact.vector_search(qv[i], k=5)])

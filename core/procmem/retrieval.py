@@ -91,8 +91,7 @@ def clause_texts(procedure: Procedure) -> list[str]:
     clauses = [c for c in clauses if len(c.split()) >= 2]
     if len(clauses) < 2:
         return []
-    name = procedure.model_copy(update={"description": "", "triggers": [], "steps": []}).text()
-    return [f"{name}: {c}" for c in clauses]
+    return [f"{procedure.readable_name}: {c}" for c in clauses]
 
 
 def embed_procedures(embedder: Embedder, procedures: Sequence[Procedure]) -> np.ndarray:

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from procmem.errors import EmbeddingDimensionError
+from procmem.errors import ConfigurationError, EmbeddingDimensionError
 
 _log = logging.getLogger("procmem")
 
@@ -68,6 +68,17 @@ def _stop_builds() -> None:
         thread.join(timeout=60)
 
 
+def check_ann_min_rows(value: object) -> int | None:
+    """Return ``value`` if it is None or an int >= 1.
+
+    Raises:
+        ConfigurationError: Otherwise (a ``ValueError``), naming ``ann_min_rows``.
+    """
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ConfigurationError(f"ann_min_rows must be None or an int >= 1, got {value!r}")
+    return value
+
+
 def _usearch_index(dim: int) -> Any | None:
     """A new empty usearch HNSW index for inner products of unit vectors, or None without usearch."""
     global _ann_missing_logged
@@ -101,14 +112,10 @@ class VectorIndex:
             docstring); None scans exactly at any size.
 
     Raises:
-        ValueError: If ``ann_min_rows`` is not None or an int >= 1.
+        ConfigurationError: If ``ann_min_rows`` is not None or an int >= 1.
     """
 
     def __init__(self, dim: int | None = None, *, ann_min_rows: int | None = ANN_MIN_ROWS) -> None:
-        if ann_min_rows is not None and (
-            isinstance(ann_min_rows, bool) or not isinstance(ann_min_rows, int) or ann_min_rows < 1
-        ):
-            raise ValueError(f"ann_min_rows must be None or an int >= 1, got {ann_min_rows!r}")
         self.dim = dim
         self._ids: list[str] = []
         self._row: dict[str, int] = {}
@@ -118,7 +125,7 @@ class VectorIndex:
         self._tags: list[frozenset[str]] = []  # per row
         self._tag_rows: dict[str, set[int]] = {}  # inverted: tag -> live rows
         self._lock = threading.RLock()
-        self.ann_min_rows = ann_min_rows
+        self.ann_min_rows = check_ann_min_rows(ann_min_rows)
         self._ann: Any | None = None  # usearch index keyed by row, searched once ready
         self._ann_ready = False
         self._ann_pending: set[int] = set()  # rows changed while the graph was being built

@@ -34,7 +34,7 @@ from procmem.errors import (
     StorageError,
     ValidationError,
 )
-from procmem.stores._vectors import ANN_MIN_ROWS, VectorIndex
+from procmem.stores._vectors import ANN_MIN_ROWS, VectorIndex, check_ann_min_rows
 from procmem.stores.base import ProcedureStore, with_counters
 from procmem.types import Outcome, Procedure, ProcedureKind, ProcedureVersion, SessionRecord, Usage, utcnow
 
@@ -152,11 +152,7 @@ class SQLiteStore(ProcedureStore):
         embedding_model: str | None = None,
         ann_min_rows: int | None = ANN_MIN_ROWS,
     ) -> None:
-        if ann_min_rows is not None and (
-            isinstance(ann_min_rows, bool) or not isinstance(ann_min_rows, int) or ann_min_rows < 1
-        ):
-            raise ConfigurationError(f"ann_min_rows must be None or an int >= 1, got {ann_min_rows!r}")
-        self.ann_min_rows = ann_min_rows
+        self.ann_min_rows = check_ann_min_rows(ann_min_rows)
         if max_versions is not None and (not isinstance(max_versions, int) or max_versions < 1):
             raise ConfigurationError(f"max_versions must be None or an int >= 1, got {max_versions!r}")
         if path is None:
