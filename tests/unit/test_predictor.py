@@ -81,6 +81,32 @@ def test_strided_replay_is_deterministic_and_session_by_session_equal():
         NextActionPredictor(replay_stride=0)
 
 
+def test_slot_names_are_the_last_word_before_the_placeholder():
+    from procmem.prediction.predictor import _slot_name
+
+    cases = {"set RHOSTS ": "RHOSTS", "git log --max-count ": "max-count", "cat(file_name='": "file_name",
+             "ssh root@": "root", "-p ": "p", "x 9ab=": "ab", "a.b=": "b", "café=": "café", "é=": "",
+             "x1-y_z: ": "x1-y_z", "": ""}
+    assert {piece: _slot_name(piece) for piece in cases} == cases
+
+
+def test_bulk_replay_leaves_the_garbage_collector_as_it_found_it():
+    import gc
+
+    p = NextActionPredictor()
+    p.learn_sessions([SessionRecord(actions=["a", "b"])])
+    assert gc.isenabled()
+    with pytest.raises(InvalidSessionError):
+        p.learn_sessions([{"actions": ["a"]}, {"actions": [" "]}])
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        p.learn_sessions([SessionRecord(actions=["a", "b"])])
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
 def test_within_session_learning_and_repetition():
     p = NextActionPredictor()
     for act in ["make", "vim x.c", "make", "vim x.c", "make"]:

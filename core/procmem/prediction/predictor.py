@@ -54,13 +54,15 @@ replays tens of thousands of actions per second instead of a few hundred.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import gc
 import heapq
 import itertools
 import math
 import re
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import compress
 from operator import itemgetter
 from typing import Any
@@ -85,7 +87,9 @@ __all__ = ["NextActionPredictor"]
 _SOURCES = ("slot", "name", "session", "task", "global")
 _GAPS = 5
 # The name of a slot: the last word before its placeholder (keyword argument, flag, setting).
-_SLOT_NAME = re.compile(r"([A-Za-z_][\w-]*)[=:@\s'\"]*$")
+# The look-behind changes no match (the leftmost match never starts after a letter or "_"); it
+# only spares the search from trying every position inside a word.
+_SLOT_NAME = re.compile(r"(?<![A-Za-z_])([A-Za-z_][\w-]*)[=:@\s'\"]*$")
 # Slot values: how many values each source offers; each (source, rank) has an index into the
 # slot-filling statistics and a prior probability that its value is right.
 _SOURCE_LIMIT = {"slot": 2, "name": 2, "session": 3, "task": 4, "global": 2}
@@ -108,6 +112,13 @@ def _template_parts(tpl: str) -> tuple[tuple[str, ...], tuple[str, ...], tuple[s
     """
     pieces = tuple(template_pieces(tpl))
     return tuple(placeholders_of(tpl)), pieces, tuple(_slot_name(piece) for piece in pieces[:-1])
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _action_parts(action: str) -> tuple[str, tuple[tuple[str, str], ...], str, tuple[str, ...]]:
+    """An action's template, values, program and slot names (cached: learning needs all four)."""
+    tpl, values = normalize_action(action)
+    return tpl, values, _program(action), _template_parts(tpl)[2] if values else ()
 
 
 @functools.lru_cache(maxsize=1 << 16)
@@ -173,17 +184,34 @@ def _count(counts: dict[Any, dict[str, int]], ctx: Any, x: str) -> None:
         d[x] = d.get(x, 0) + 1
 
 
-def _take(values: Iterable[str], ranks: tuple[int, ...], seen: set[str],
-          out: list[tuple[str, int]]) -> None:
-    """Append to ``out`` the first ``len(ranks)`` values not in ``seen``, with their ranks' indices."""
+def _take(values: Iterable[str], ranks: tuple[int, ...], out: dict[str, int]) -> None:
+    """Add to ``out`` the first ``len(ranks)`` values not in it, each with its rank's index."""
     r = 0
     for v in values:
-        if v not in seen:
-            seen.add(v)
-            out.append((v, ranks[r]))
+        if v not in out:
+            out[v] = ranks[r]
             r += 1
             if r == len(ranks):
                 return
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector for the duration (restored as it was after).
+
+    Bulk replay creates several container objects per action that live as long as the model
+    (context tuples, lists), none of them in reference cycles; the collector would scan them
+    again and again as the model grows (~10% of kypo's replay time), where paused it scans
+    them once, at its next collection. Mercurial's ``nogc`` decorator does the same around its
+    bulk loads.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _push_recent(d: dict[Any, list[str]], key: Any, value: str) -> None:
@@ -191,7 +219,7 @@ def _push_recent(d: dict[Any, list[str]], key: Any, value: str) -> None:
     lst = d.get(key)
     if lst is None:
         d[key] = [value]
-    else:
+    elif lst[-1] != value:  # values repeat: often it is the most recent already
         if value in lst:
             lst.remove(value)
         lst.append(value)
@@ -519,6 +547,11 @@ class NextActionPredictor:
     ) -> int:
         """Learn many sessions in order (bulk replay of a store).
 
+        Python's cyclic garbage collector is paused during the replay and restored as it was
+        afterwards (the model's many long-lived small containers would otherwise be rescanned
+        again and again; about 5% of kypo's replay time); cyclic garbage that other threads
+        make meanwhile is collected afterwards.
+
         Args:
             sessions: :class:`SessionRecord` objects or dicts with ``actions`` and optionally
                 ``outcome``, ``task`` (or ``instructions``), ``session_id``.
@@ -532,12 +565,13 @@ class NextActionPredictor:
         """
         n = 0
         iterator = iter(sessions)
-        while chunk := list(itertools.islice(iterator, 512)):
-            self._prefetch_tasks(chunk)
-            for s in chunk:
-                n = self._learn_one(s, n)
-                if progress is not None:
-                    progress(n)
+        with _gc_paused():
+            while chunk := list(itertools.islice(iterator, 512)):
+                self._prefetch_tasks(chunk)
+                for s in chunk:
+                    n = self._learn_one(s, n)
+                    if progress is not None:
+                        progress(n)
         return n
 
     def _prefetch_tasks(self, chunk: Sequence[Any]) -> None:
@@ -654,12 +688,10 @@ class NextActionPredictor:
             else:
                 cands, feats, _ = self._candidates(hist, live.task, live)
                 self._update_ranker(cands, feats, a)
-        tpl, values = normalize_action(a)
-        prog = _program(a)
+        tpl, values, prog, names = _action_parts(a)
         if values:
-            names = _template_parts(tpl)[2]
             # Slot-filling statistics, measured before the values are learned.
-            self._learn_slots(tpl, values, live)
+            self._learn_slots(tpl, values, names, live)
         nexts, lasts = self._next, self._last
         zero = nexts[0].get(())
         if zero is None:
@@ -691,9 +723,9 @@ class NextActionPredictor:
                     self._skip[hist[-2]] = {a: 1}
                 else:
                     d[a] = d.get(a, 0) + 1
-            # Trigger model: every distinct action of the last ``window``.
+            # Trigger model: every distinct action of the last ``window`` (in any order).
             trig = self._trig
-            for b in dict.fromkeys(hist[-1:-self.window - 1:-1]):
+            for b in set(hist[-self.window:]):
                 d = trig.get(b)
                 if d is None:
                     trig[b] = {a: 1}
@@ -814,34 +846,33 @@ class NextActionPredictor:
 
     # ----------------------------------------------------------------------- slot filling
 
-    def _slot_options(self, tpl: str, slot: int, ph: str, live: _Live,
-                      task_values: dict[str, list[str]], used: set[str]) -> list[tuple[str, int]]:
-        """Candidate values of one slot, best first, each with the index of its (source, rank).
+    def _slot_options(self, tpl: str, slot: int, ph: str, name: str, live: _Live,
+                      task_values: dict[str, list[str]], used: set[str]) -> dict[str, int]:
+        """Candidate values of one slot, best first, each mapped to the index of its (source, rank).
 
-        Each source (see ``_SOURCES``) gives its first few values not given by an earlier one.
+        ``name`` is the slot's name (see :func:`_template_parts`). Each source (see ``_SOURCES``)
+        gives its first few values not given by an earlier one.
         """
-        out: list[tuple[str, int]] = []
-        seen: set[str] = set()
+        out: dict[str, int] = {}
         vals = live.slot_values.get((tpl, slot))
         if vals:
-            _take(reversed(vals), _SOURCE_INDEX["slot"], seen, out)
-        names = self._slot_names(tpl)
-        if slot < len(names) and names[slot]:
-            vals = live.name_values.get(names[slot])
+            _take(reversed(vals), _SOURCE_INDEX["slot"], out)
+        if name:
+            vals = live.name_values.get(name)
             if vals:
-                _take(reversed(vals), _SOURCE_INDEX["name"], seen, out)
+                _take(reversed(vals), _SOURCE_INDEX["name"], out)
         vals = live.type_values.get(ph)
         if vals:
-            _take(reversed(vals), _SOURCE_INDEX["session"], seen, out)
+            _take(reversed(vals), _SOURCE_INDEX["session"], out)
         vals = task_values.get(ph)
         if vals:
             # Task values not used yet in the session first.
             _take([v for v in vals if v not in used] + [v for v in vals if v in used],
-                  _SOURCE_INDEX["task"], seen, out)
+                  _SOURCE_INDEX["task"], out)
         g = self._slot_global.get((tpl, slot))
         if g:
             # Most frequent first; ties in order of first use (a stable sort).
-            _take(sorted(g, key=g.__getitem__, reverse=True), _SOURCE_INDEX["global"], seen, out)
+            _take(sorted(g, key=g.__getitem__, reverse=True) if len(g) > 1 else g, _SOURCE_INDEX["global"], out)
         return out
 
     def _source_p(self, index: int) -> float:
@@ -852,18 +883,24 @@ class NextActionPredictor:
             return prior
         return (self._source_hits[index] + 2 * prior) / (tries + 2)
 
-    def _learn_slots(self, tpl: str, values: tuple[tuple[str, str], ...], live: _Live) -> None:
-        """Count, for each slot value, which (source, rank) offered what and whether it was right."""
+    def _learn_slots(self, tpl: str, values: tuple[tuple[str, str], ...], names: tuple[str, ...],
+                     live: _Live) -> None:
+        """Count, for each slot value, which (source, rank) offered what and whether it was right.
+
+        ``names``: the template's slot names (see :func:`_template_parts`).
+        """
         if live.task_values is None:
             live.task_values = extract_task_values(live.task) if live.task else {}
         task_values, used = live.task_values, live.used
         tries, hits = self._source_tries, self._source_hits
         glob = self._slot_global
         for i, (ph, v) in enumerate(values):
-            for value, index in self._slot_options(tpl, i, ph, live, task_values, used):
+            opts = self._slot_options(tpl, i, ph, names[i] if i < len(names) else "", live, task_values, used)
+            for index in opts.values():
                 tries[index] += 1
-                if value == v:
-                    hits[index] += 1
+            index = opts.get(v)
+            if index is not None:
+                hits[index] += 1
             g = glob.get((tpl, i))
             if g is None:
                 glob[(tpl, i)] = {v: 1}
@@ -873,15 +910,15 @@ class NextActionPredictor:
     def _fill(self, tpl: str, live: _Live, task_values: dict[str, list[str]],
               used: set[str], limit: int = 3) -> list[tuple[str, float]]:
         """Concrete fillings of a template with their fill probabilities, best first."""
-        slots, pieces, _ = _template_parts(tpl)
+        slots, pieces, names = _template_parts(tpl)
         if not slots:
             return [(tpl, 1.0)]
         partial: list[tuple[list[str], float]] = [([], 1.0)]
         for i, ph in enumerate(slots):
-            opts = self._slot_options(tpl, i, ph, live, task_values, used)
+            opts = self._slot_options(tpl, i, ph, names[i], live, task_values, used)
             if not opts:
                 return []
-            scored = [(v, self._source_p(index)) for v, index in opts]
+            scored = [(v, self._source_p(index)) for v, index in opts.items()]
             z = sum(p for _, p in scored) or 1.0
             scored = [(v, p / z * min(1.0, z)) for v, p in scored]
             scored.sort(key=itemgetter(1), reverse=True)  # stable: ties keep their order
@@ -1020,9 +1057,10 @@ class NextActionPredictor:
             pp0 = _program(hist[-1]) if n else ""
             pd0 = self._pnext.get(pp0)
             if pd0:
-                # nlargest is a stable sort, most frequent first (ties: first seen first).
+                # Stable sorts, most frequent first (ties: first seen first); a program has many
+                # actions, which sorted ranks faster than nlargest's Python loop.
                 for pg, _ in heapq.nlargest(3, pd0.items(), key=itemgetter(1)):
-                    for a in heapq.nlargest(3, self._pactions[pg], key=zero.__getitem__):
+                    for a in sorted(self._pactions[pg], key=zero.__getitem__, reverse=True)[:3]:
                         vec(a)
             for j in range(n - 1, max(-1, n - 61), -1):
                 vec(hist[j])
@@ -1283,7 +1321,7 @@ class NextActionPredictor:
         That is the best-scored one or, with ``program_first``, the best-scored one of the
         program with the most probability (ties: the program of the best-scored candidate).
         """
-        best = max(range(len(cands)), key=lambda i: (scores[i], -i))
+        best = scores.index(max(scores))  # the first of the best-scored
         if not self.program_first:
             return best
         mass = self._program_mass(cands, probs)
