@@ -390,3 +390,41 @@ def test_lexical_search_does_not_wait_for_a_write_in_progress(tmp_path, embedder
         assert not reader.is_alive(), "lexical_search waited for the write to finish"
     assert [pid for pid, _ in found[0]] == [procs[0].id]
     store.close()
+
+
+@pytest.mark.parametrize("path", ["words.sqlite3", ":memory:"])
+def test_lexical_search_leaves_out_words_in_half_the_procedures(tmp_path, embedder, monkeypatch, path):
+    import procmem.stores.sqlite as sqlite_mod
+
+    store = SQLiteStore(tmp_path / path if path != ":memory:" else path)
+    procs, vecs = _procs(
+        embedder,
+        {"name": "deploy", "description": "deploy the web app to the cluster"},
+        {"name": "backup", "description": "back up the database"},
+        {"name": "rotate", "description": "rotate the logs of a service"},
+        {"name": "report", "description": "write the weekly report"},
+    )
+    store.put(procs, vecs)
+    # A small store ranks every procedure that contains a word, as FTS5 alone does.
+    assert len(store.lexical_search("deploy the app", k=4)) == 4
+    monkeypatch.setattr(sqlite_mod, "_PRUNE_MIN_ROWS", 1)
+    monkeypatch.setattr(sqlite_mod, "_DF_TTL", -1.0)  # count afresh on every search
+    # "the" is in every procedure (idf <= 0, clamped by FTS5): it no longer makes them all match,
+    # and the scores barely change.
+    assert [pid for pid, _ in store.lexical_search("deploy the app", k=4)] == [procs[0].id]
+    assert store.lexical_search("deploy the app", k=4)[0][1] == pytest.approx(
+        store.lexical_search("deploy app", k=4)[0][1], rel=1e-4)
+    # A query of only common words keeps its rarest word that occurs, and still finds something.
+    assert store._common_words(["the", "a", "deploys", "unknownword"]) == {"the"}  # stemmed as FTS5 does
+    assert store._common_words(["the", "unknownword"]) == set()
+    assert len(store.lexical_search("the", k=4)) == 4
+    assert len(store.lexical_search("the unknownword", k=4)) == 4
+    assert [pid for pid, _ in store.lexical_search("the logs the", k=4)] == [procs[2].id]
+    # Frequencies follow writes once the cache has expired: "deploy" becomes common.
+    more, more_vecs = _procs(embedder, *({"name": f"job{i}", "description": "deploying a service"} for i in range(4)))
+    store.put(more, more_vecs)
+    assert store._common_words(["deploy", "report"]) == {"deploy"}
+    monkeypatch.setattr(sqlite_mod, "_DF_TTL", 60.0)
+    store.put(*_procs(embedder, *({"name": f"other{i}", "description": "other"} for i in range(10))))
+    assert store._common_words(["deploy", "report"]) == {"deploy"}  # cached for _DF_TTL seconds
+    store.close()
