@@ -5,9 +5,12 @@ their evidence into one score:
 
 * **description** evidence: the cosine of ``q`` and each procedure's embedding
   (``store.vector_search``) plus a small share of its BM25 score over name, description,
-  triggers and steps (``store.lexical_search``; Robertson & Zaragoza, "The Probabilistic
-  Relevance Framework: BM25 and Beyond", 2009), turned into a distribution over the candidates
-  with a softmax at temperature ``description_temperature``;
+  triggers and steps (``store.lexical_search`` on the request's words less English stop words;
+  Robertson & Zaragoza, "The Probabilistic Relevance Framework: BM25 and Beyond", 2009), turned
+  into a distribution over the candidates with a softmax at temperature
+  ``description_temperature``. While the query has no experience evidence, the cosine is that of
+  a query moved toward its ``feedback_docs`` best matches (pseudo-relevance feedback, Rocchio
+  1971; see :meth:`HybridRetriever._feedback`);
 * **experience** evidence, from past requests recorded with :meth:`HybridRetriever.record_usage`:
 
   - *dense kNN voting*: the ``neighbours`` most similar past requests (``store.usage_search``)
@@ -73,8 +76,34 @@ from procmem.types import Procedure, SearchResult, Usage
 __all__ = ["HybridRetriever", "RetrievalConfig", "embed_procedures", "retrieval_text"]
 
 _WORD = re.compile(r"\w+", re.UNICODE)
+#: English function words dropped from the text of the BM25 search over procedures (the Snowball
+#: stop list, Porter 2001, https://snowballstem.org/algorithms/english/stop.txt, as NLTK ships
+#: it). A request's "can you", "me", "the" carry no tool evidence, yet over a few hundred short
+#: descriptions BM25 gives them real weight (on MetaTool without usages, all 10,307 requests as
+#: queries: hit@1 0.583 -> 0.586, recall@5 0.803 -> 0.809). The index of past requests keeps
+#: every word: over thousands of requests its IDF already makes them near zero.
+_STOP_WORDS = frozenset("""
+a about above after again against ain all am an and any are aren as at be because been before
+being below between both but by can couldn d did didn do does doesn doing don down during each
+few for from further had hadn has hasn have haven having he her here hers herself him himself his
+how i if in into is isn it its itself just ll m ma me mightn more most mustn my myself needn no
+nor not now o of off on once only or other our ours ourselves out over own re s same shan she
+should shouldn so some such t than that the their theirs them themselves then there these they
+this those through to too under until up ve very was wasn we were weren what when where which
+while who whom why will with won wouldn y you your yours yourself yourselves
+""".split())
 # Clause boundaries of a description: sentence ends, commas (with a following "and") and "and".
 _CLAUSE = re.compile(r"(?<=[.;!?])\s+|,\s+(?:and\s+)?|\s+and\s+")
+
+
+def _lexical_query(text: str) -> str:
+    """Return the words of ``text`` that are not English stop words, for the BM25 search over procedures.
+
+    ``text`` itself when every word is a stop word (so a request like "who am I" still matches).
+    """
+    words = _WORD.findall(text)
+    kept = [w for w in words if w.lower() not in _STOP_WORDS]
+    return " ".join(kept) if kept else text
 
 
 def retrieval_text(procedure: Procedure) -> str:
@@ -141,6 +170,10 @@ class RetrievalConfig(BaseModel):
         prior_weight: Weight of the success-rate prior, ``weight * (rate - 0.5)``.
         lexical_share: BM25 score (divided by the query's best BM25 score, so in [0, 1]) added to
             the cosine before the description softmax, in cosine units.
+        feedback_docs: Pseudo-relevance feedback: the query vector is moved toward the mean
+            embedding of this many best description matches before the description evidence is
+            scored (0 turns it off).
+        feedback_weight: Weight of that mean in the moved query ``q + weight * mean``.
         description_temperature: Softmax temperature of the description evidence (cosine units).
         prototype_temperature: Softmax temperature of the prototype evidence (cosine units).
         vote_temperature: Vote weight ``exp((cos - cos_max) / vote_temperature)``.
@@ -177,6 +210,8 @@ class RetrievalConfig(BaseModel):
     lexical_vote_weight: float = Field(default=1.0, ge=0.0, allow_inf_nan=False)
     prior_weight: float = Field(default=0.02, ge=0.0, allow_inf_nan=False)
     lexical_share: float = Field(default=0.1, ge=0.0, allow_inf_nan=False)
+    feedback_docs: int = Field(default=10, ge=0, le=10_000)
+    feedback_weight: float = Field(default=0.5, ge=0.0, allow_inf_nan=False)
     description_temperature: float = Field(default=0.05, gt=0.0, allow_inf_nan=False)
     prototype_temperature: float = Field(default=0.05, gt=0.0, allow_inf_nan=False)
     vote_temperature: float = Field(default=0.05, gt=0.0, allow_inf_nan=False)
@@ -726,7 +761,8 @@ class HybridRetriever:
         pool = self._pool()
         # A store that allows concurrent reads runs the lexical search (SQLite, off the GIL)
         # while this thread embeds the query and searches the vectors (off the GIL too).
-        pending = pool.submit(self.store.lexical_search, query, **lex_args) if pool is not None else None
+        lex_text = _lexical_query(query)
+        pending = pool.submit(self.store.lexical_search, lex_text, **lex_args) if pool is not None else None
         qv = np.asarray(self.embedder.embed_query(query), dtype=np.float32)
         dense = dict(self.store.vector_search(qv, k=n_cand, namespace=namespace, kinds=kinds_v, tags=tags_v))
         neighbours = self.store.usage_search(qv, k=cfg.neighbours, namespace=namespace)
@@ -765,7 +801,7 @@ class HybridRetriever:
                 lex_vote = {p: v / total for p, v in lex_vote.items()}
 
         # The BM25 ranking has run meanwhile (the votes above do not need it).
-        lexical = dict(pending.result() if pending is not None else self.store.lexical_search(query, **lex_args))
+        lexical = dict(pending.result() if pending is not None else self.store.lexical_search(lex_text, **lex_args))
 
         # Candidates from every source; experience-only ones must pass the filters. Prototypes
         # score the candidates but do not add any: a procedure whose past requests resemble the
@@ -782,16 +818,26 @@ class HybridRetriever:
             cand = [c for c in cand if c in dense or c in lexical or c in keep]
             if not cand:
                 return []
-        missing = [c for c in cand if c not in dense]
-        if missing:
-            sims = np.asarray(self.store.get_embeddings(missing), dtype=np.float32) @ qv
-            dense.update(zip(missing, sims.tolist(), strict=True))  # a missing vector is a zero row: 0
         if exp is not None and len(exp):
             proto_cos = exp.prototype_cos(namespace, cand, qv)
+        # Pseudo-relevance feedback only without experience: past requests bring the query's
+        # neighbourhood themselves (see _feedback).
+        feedback = cfg.feedback_docs > 0 and cfg.feedback_weight > 0 and not (neighbours or lex_vote or proto_cos)
+        missing = [c for c in cand if c not in dense]
+        vecs = None
+        if feedback:
+            vecs = np.asarray(self.store.get_embeddings(cand), dtype=np.float32)  # a missing vector is a zero row
+            dense.update((c, float(v @ qv)) for c, v in zip(cand, vecs, strict=True) if c not in dense)
+        elif missing:
+            sims = np.asarray(self.store.get_embeddings(missing), dtype=np.float32) @ qv
+            dense.update(zip(missing, sims.tolist(), strict=True))  # a missing vector is a zero row: 0
         cos = np.array([dense[c] for c in cand], dtype=np.float64)
         bm = np.array([lexical.get(c, 0.0) for c in cand], dtype=np.float64)
         bm_norm = bm / bm.max() if bm.size and bm.max() > 0 else bm
-        desc = _softmax(cos + cfg.lexical_share * bm_norm, cfg.description_temperature)
+        match = cos + cfg.lexical_share * bm_norm
+        if vecs is not None:
+            match = self._feedback(qv, vecs, match, cfg.lexical_share * bm_norm)
+        desc = _softmax(match, cfg.description_temperature)
         if proto_cos:
             # A procedure without past requests is its own prototype (its description).
             p = _softmax(np.array([proto_cos.get(c, dense[c]) for c in cand]), cfg.prototype_temperature)
@@ -847,6 +893,41 @@ class HybridRetriever:
         if touch and results:
             self.store.touch([r.procedure.id for r in results])
         return results
+
+    def _feedback(self, qv: np.ndarray, vecs: np.ndarray, match: np.ndarray, lexical: np.ndarray) -> np.ndarray:
+        """Re-score the candidates for a query moved toward its best matches (pseudo-relevance feedback).
+
+        Rocchio's rule without negative documents (Rocchio, "Relevance Feedback in Information
+        Retrieval", 1971), applied to dense vectors as in Li et al., "Pseudo Relevance Feedback with
+        Deep Language Models and Dense Retrievers: Successes and Pitfalls", TOIS 2023: the unit
+        query ``q`` becomes ``q' = q + feedback_weight * mean(v_1..v_m)`` over the embeddings of the
+        ``m = feedback_docs`` candidates (at most half of them) with the highest ``match`` (cosine
+        plus BM25 share), and each candidate scores ``cos(q', v) + lexical``. A procedure that
+        resembles the other good matches gains over an isolated one that matches a single word
+        of the request. On MetaTool without usages (all 10,307 requests as queries, with the
+        stop-word filter of the BM25 query in both runs) hit@1 0.586 -> 0.596 and recall@5
+        0.809 -> 0.814. It is skipped once the query has experience evidence (past requests in
+        its namespace): there the kNN votes and prototypes bring the neighbourhood of the query
+        already, and feedback measured hit@1 -0.001 to 0 on split seeds 0-2.
+
+        Args:
+            qv: ``(dim,)`` unit query vector.
+            vecs: ``(n, dim)`` candidate embeddings (zero rows where none is stored).
+            match: ``(n,)`` first-pass scores of the candidates.
+            lexical: ``(n,)`` BM25 share of ``match``, kept as it is.
+
+        Returns:
+            ``(n,)`` re-scored candidates.
+        """
+        cfg = self.config
+        # At most half the candidates, so in a small store the feedback stays the head of the
+        # ranking rather than the centroid of everything.
+        top = np.argsort(-match, kind="stable")[:min(cfg.feedback_docs, max(1, len(match) // 2))]
+        moved = qv.astype(np.float64) + cfg.feedback_weight * vecs[top].mean(axis=0)
+        norm = float(np.linalg.norm(moved))
+        if norm == 0.0:
+            return match
+        return vecs @ (moved / norm) + lexical
 
     @staticmethod
     def _passes(p: Procedure, namespace: str | None, kinds: Sequence[str] | None, tags: Sequence[str] | None) -> bool:

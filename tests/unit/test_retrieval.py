@@ -17,7 +17,14 @@ from procmem.evaluation_retrieval import (
     read_tools_jsonl,
     read_usages_jsonl,
 )
-from procmem.retrieval import HybridRetriever, RetrievalConfig, clause_texts, embed_procedures, retrieval_text
+from procmem.retrieval import (
+    HybridRetriever,
+    RetrievalConfig,
+    _lexical_query,
+    clause_texts,
+    embed_procedures,
+    retrieval_text,
+)
 from procmem.stores import InMemoryStore
 from procmem.types import Procedure
 
@@ -167,6 +174,10 @@ def test_empty_store_returns_nothing():
 def test_config_validation():
     with pytest.raises(ValueError):
         RetrievalConfig(vote_temperature=0.0)
+    with pytest.raises(ValueError):
+        RetrievalConfig(feedback_docs=-1)
+    with pytest.raises(ValueError):
+        RetrievalConfig(feedback_weight=-0.5)
     with pytest.raises(ValueError):
         RetrievalConfig(description_weight=math.nan)
     r = HybridRetriever(InMemoryStore(), HashingEmbedder(), config={"neighbours": 5})
@@ -331,3 +342,42 @@ def test_embed_procedures_mixes_in_the_description_clauses() -> None:
     clause = emb.embed_documents(clause_texts(multi)).mean(axis=0)
     assert float(vecs[0] @ clause) > float(whole @ clause)
     assert embed_procedures(emb, []).shape == (0, emb.dim)
+
+
+def test_stop_words_do_not_make_a_lexical_match(retriever):
+    assert _lexical_query("Can you tell me the weather in Oslo?") == "tell weather Oslo"
+    assert _lexical_query("who am I") == "who am I"  # all stop words: searched as written
+    notes = Procedure(kind="tool", name="Notes", description="What you can do with it is up to you.")
+    retriever.add_procedures([notes])
+    res = retriever.search("can you give me the weather for Oslo", k=3)
+    assert names(res)[0] == "WeatherTool"
+    assert all(r.lexical is None for r in res if r.procedure.name == "Notes")
+
+
+def test_feedback_favours_a_candidate_like_the_other_good_matches() -> None:
+    # An isolated vector a bit closer to the query than the members of a group of similar ones.
+    q = np.array([1.0, 0.0, 0.0, 0.0], np.float32)
+    isolated = np.array([0.6, 0.8, 0.0, 0.0], np.float32)
+    group = np.array([[0.55, 0.0, 0.835, 0.0], [0.5, 0.0, 0.8, 0.33], [0.5, 0.0, 0.85, -0.17]], np.float32)
+    far = np.array([[0.0, 0.0, 0.0, 1.0], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0]], np.float32)
+    vecs = np.vstack([isolated, group / np.linalg.norm(group, axis=1, keepdims=True), far])
+    first = vecs @ q
+    assert int(np.argmax(first)) == 0
+    r = HybridRetriever(InMemoryStore(), HashingEmbedder(dim=8), config={"feedback_docs": 3, "feedback_weight": 0.5})
+    moved = r._feedback(q, vecs, first, np.zeros(7))
+    assert int(np.argmax(moved)) == 1
+    # The lexical share is added back unchanged.
+    np.testing.assert_allclose(r._feedback(q, vecs, first, np.full(7, 0.25)), moved + 0.25, rtol=1e-6)
+
+
+def test_feedback_only_without_experience(retriever):
+    off = HybridRetriever(retriever.store, retriever.embedder, config={"feedback_docs": 0})
+    query = "will it rain in oslo tomorrow"
+
+    def scores(r):
+        return [(x.procedure.id, x.score) for x in r.search(query, k=6, touch=False)]
+
+    assert scores(retriever) != scores(off)  # no past requests: feedback re-scores the description evidence
+    retriever.record_usage("umbrella needed in Leeds today?", ids(retriever)["WeatherTool"])
+    off.invalidate()
+    assert scores(retriever) == scores(off)
