@@ -1,7 +1,7 @@
 """Scale of the embedded store: write throughput, search latency, memory and disk per procedure.
 
-Synthetic procedures (random names and descriptions from a 5,000-word vocabulary) with vectors
-of dimension 384 (all-MiniLM-L6-v2's) are written in batches into a
+Synthetic procedures with vectors of dimension 384 (all-MiniLM-L6-v2's) are written in batches
+into a
 :class:`procmem.stores.SQLiteStore` file; then ``--queries`` searches are timed at the full size
 for the store's vector search, its lexical (FTS5 BM25) search and the fused
 :class:`procmem.retrieval.HybridRetriever` search. Query embedding is excluded: the retriever gets
@@ -12,10 +12,14 @@ Vectors (``--vectors``):
 
 * ``minilm-mix`` (default): real all-MiniLM-L6-v2 embeddings of ``--bases`` MetaTool requests
   (``shared/data/metatool/usages.jsonl``), and each synthetic vector a random convex mix of three
-  of them plus a little noise, so the store has real embeddings' uneven, clustered geometry;
-  the queries are embeddings of other, held-out MetaTool requests.
+  of them plus a little noise, so the store has real embeddings' uneven, clustered geometry.
+  A procedure's description (and a past request's text) is the three requests' texts, so BM25
+  meets natural language: common words ("the", "to", "you") in most procedures. The queries
+  are other, held-out MetaTool requests, their text and their embedding.
 * ``random``: uniform random unit vectors, the worst case for any approximate index (no
-  neighbourhood structure: the nearest neighbour is barely nearer than the rest).
+  neighbourhood structure: the nearest neighbour is barely nearer than the rest), and texts of
+  random words from a 5,000-word vocabulary (each word in about 0.3% of the procedures, so
+  BM25 sees only a few thousand matching rows per query: its best case).
 
 From ``ann_min_rows`` (20,000) vectors the store searches through an HNSW graph when the ``ann``
 extra is installed; the benchmark waits for its background build, reports how long it took,
@@ -92,6 +96,8 @@ class _Vectors:
         self.kind, self.rng = kind, rng
         if kind == "random":
             self.queries = _unit(rng, queries)
+            self.vocab = [f"w{i}" for i in range(5_000)]
+            self.query_texts = [self._words(8) for _ in range(queries)]
             return
         import json
 
@@ -106,16 +112,22 @@ class _Vectors:
         emb = SentenceTransformerEmbedder().embed_documents([texts[i] for i in order[: bases + queries]])
         print(f"embedded {bases + queries:,} MetaTool requests in {time.perf_counter() - t0:.0f} s", flush=True)
         self.bases, self.queries = emb[:bases], emb[bases:]
+        self.base_texts = [texts[i] for i in order[:bases]]
+        self.query_texts = [texts[i] for i in order[bases: bases + queries]]
 
-    def __call__(self, n: int) -> np.ndarray:
-        """``(n, 384)`` unit vectors for procedures or past requests."""
+    def _words(self, n: int) -> str:
+        return " ".join(self.vocab[w] for w in self.rng.integers(0, len(self.vocab), size=n))
+
+    def __call__(self, n: int) -> tuple[np.ndarray, list[str]]:
+        """``(n, 384)`` unit vectors for procedures or past requests, and their ``n`` texts."""
         if self.kind == "random":
-            return _unit(self.rng, n)
+            return _unit(self.rng, n), [self._words(12) for _ in range(n)]
         picks = self.rng.integers(0, len(self.bases), size=(n, 3))
         weights = self.rng.dirichlet(np.ones(3), size=n).astype(np.float32)
         x = np.einsum("nk,nkd->nd", weights, self.bases[picks])
         x += 0.02 * self.rng.standard_normal(x.shape).astype(np.float32)
-        return x / np.linalg.norm(x, axis=1, keepdims=True)
+        texts = [" ".join(self.base_texts[j] for j in row) for row in picks]
+        return x / np.linalg.norm(x, axis=1, keepdims=True), texts
 
 
 class _FixedEmbedder:
@@ -161,8 +173,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     rng = np.random.default_rng(args.seed)
     vecs = _Vectors(args.vectors, rng, args.bases, args.queries)
-    vocab = [f"w{i}" for i in range(5_000)]
-    words = rng.integers(0, len(vocab), size=(args.n, 14))
     tmp = tempfile.TemporaryDirectory() if args.dir is None else None
     folder = Path(tmp.name) if tmp else args.dir
     folder.mkdir(parents=True, exist_ok=True)
@@ -176,12 +186,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ids: list[str] = []
     for start in range(0, args.n, args.batch):
         stop = min(start + args.batch, args.n)
-        procs = [
-            Procedure(kind="tool", name="_".join(vocab[w] for w in words[i, :2]) + f"_{i}",
-                      description=" ".join(vocab[w] for w in words[i, 2:]), tags=[f"t{i % 10}"])
-            for i in range(start, stop)
-        ]
-        store.put(procs, vecs(stop - start))
+        vectors, texts = vecs(stop - start)
+        procs = [Procedure(kind="tool", name=f"tool_{i}", description=text, tags=[f"t{i % 10}"])
+                 for i, text in zip(range(start, stop), texts, strict=True)]
+        store.put(procs, vectors)
         ids.extend(p.id for p in procs)
     write_s = time.perf_counter() - t0
     print(f"writes: {args.n:,} procedures in {write_s:.1f} s = {args.n / write_s:,.0f} procedures/s "
@@ -190,11 +198,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     t0 = time.perf_counter()
     if args.usages:
         pick = rng.integers(0, args.n, size=args.usages)
-        uw = rng.integers(0, len(vocab), size=(args.usages, 10))
-        usages = [Usage(query=" ".join(vocab[w] for w in uw[j]), procedure_id=ids[pick[j]])
-                  for j in range(args.usages)]
         for start in range(0, args.usages, 5_000):
-            store.add_usages(usages[start:start + 5_000], vecs(len(usages[start:start + 5_000])))
+            stop = min(start + 5_000, args.usages)
+            vectors, texts = vecs(stop - start)
+            store.add_usages([Usage(query=text, procedure_id=ids[pick[j]])
+                              for j, text in zip(range(start, stop), texts, strict=True)], vectors)
     usage_s = time.perf_counter() - t0
     if args.usages:
         print(f"usages: {args.usages:,} in {usage_s:.1f} s = {args.usages / usage_s:,.0f} usages/s", flush=True)
@@ -202,8 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     embedder = _FixedEmbedder()
     retriever = HybridRetriever(store, embedder)
     qv = vecs.queries[: args.queries]
-    qw = rng.integers(0, len(vocab), size=(args.queries, 8))
-    qtext = [" ".join(vocab[w] for w in qw[i]) for i in range(args.queries)]
+    qtext = vecs.query_texts[: args.queries]
     # Warm the caches (the vector matrices load lazily on first search).
     t0 = time.perf_counter()
     store.vector_search(qv[0], k=5)
@@ -270,10 +277,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     extra = 5_000
     for start in range(args.n, args.n + extra, args.batch):
         stop = start + args.batch
-        procs = [Procedure(kind="tool", name=f"extra_{i}",
-                           description=" ".join(vocab[w] for w in words[i % args.n, 2:]))
-                 for i in range(start, stop)]
-        store.put(procs, vecs(stop - start))
+        vectors, texts = vecs(stop - start)
+        procs = [Procedure(kind="tool", name=f"extra_{i}", description=text)
+                 for i, text in zip(range(start, stop), texts, strict=True)]
+        store.put(procs, vectors)
     warm_write_s = time.perf_counter() - t0
     store.close()
     disk = sum(Path(str(path) + s).stat().st_size for s in ("", "-wal") if Path(str(path) + s).exists())
