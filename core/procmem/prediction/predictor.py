@@ -228,13 +228,9 @@ def _push_recent(d: dict[Any, list[str]], key: Any, value: str) -> None:
 def _push_copy(d: dict[Any, list[str]], key: Any, value: str) -> None:
     """As :func:`_push_recent`, changing a new list (so a shallow copy of ``d`` can learn)."""
     lst = d.get(key)
-    if lst is None:
-        d[key] = [value]
-    else:
-        lst = d[key] = lst.copy()
-        if value in lst:
-            lst.remove(value)
-        lst.append(value)
+    if lst is not None and lst[-1] != value:  # the list changes: copy it first
+        d[key] = lst.copy()
+    _push_recent(d, key, value)
 
 
 class _Live:
@@ -717,13 +713,9 @@ class NextActionPredictor:
                 d[a] = d.get(a, 0) + 1
                 lasts[k][ctx] = a
             if len(hist) >= 2:
-                # Skip context: the action two steps back.
-                d = self._skip.get(hist[-2])
-                if d is None:
-                    self._skip[hist[-2]] = {a: 1}
-                else:
-                    d[a] = d.get(a, 0) + 1
-            # Trigger model: every distinct action of the last ``window`` (in any order).
+                _count(self._skip, hist[-2], a)  # skip context: the action two steps back
+            # Trigger model: every distinct action of the last ``window`` (in any order);
+            # ``_count`` inlined, as this loop runs up to ``window`` times per action.
             trig = self._trig
             for b in set(hist[-self.window:]):
                 d = trig.get(b)
@@ -755,11 +747,7 @@ class NextActionPredictor:
         last_prog = progs[-1] if progs else ""
         if len(progs) >= 2:
             _count(self._pnext2, (progs[-2], last_prog), prog)
-        d = self._pnext.get(last_prog)
-        if d is None:
-            self._pnext[last_prog] = {prog: 1}
-        else:
-            d[prog] = d.get(prog, 0) + 1
+        _count(self._pnext, last_prog, prog)
         hist.append(a)
         th.append(tpl)
         progs.append(prog)

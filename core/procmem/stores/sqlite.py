@@ -807,11 +807,6 @@ class SQLiteStore(ProcedureStore):
         # The scan holds only the index's own lock, so a lexical search can run meanwhile.
         return index.search(vector, k, codes=codes, tags=list(tags) if tags else None)
 
-    @staticmethod
-    def fts_query(text: str) -> str:
-        """Turn free text into a safe FTS5 query: its words, quoted, joined by OR."""
-        return _fts_or(_fts_words(text))
-
     def _common_words(self, words: Sequence[str]) -> set[str]:
         """The words among ``words`` that occur in at least half the procedures (FTS5 idf <= 0).
 
