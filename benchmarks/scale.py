@@ -3,7 +3,7 @@
 Synthetic procedures with vectors of dimension 384 (all-MiniLM-L6-v2's) are written in batches
 into a
 :class:`procmem.stores.SQLiteStore` file; then ``--queries`` searches are timed at the full size
-for the store's vector search, its lexical (FTS5 BM25) search and the fused
+for the store's vector search, its lexical (BM25) search and the fused
 :class:`procmem.retrieval.HybridRetriever` search. Query embedding is excluded: the retriever gets
 an embedder that returns a precomputed vector, so the figures are the store's and the fusion's
 own cost.
@@ -22,9 +22,11 @@ Vectors (``--vectors``):
   BM25 sees only a few thousand matching rows per query: its best case).
 
 From ``ann_min_rows`` (20,000) vectors the store searches through an HNSW graph when the ``ann``
-extra is installed; the benchmark waits for its background build, reports how long it took,
-and prints recall@5 of the graph-backed searches against exact ones (a second store on the same
-file with ``ann_min_rows=None``) beside the exact figures.
+extra is installed, and from ``lexical_min_rows`` (10,000) procedures it ranks words through an
+in-memory tantivy index when the ``lexical`` extra is installed; the benchmark waits for their
+background builds, reports how long they took, and prints recall@5 of these searches against
+exact vector scans and SQLite FTS5 (a second store on the same file with ``ann_min_rows=None``
+and ``lexical_min_rows=None``) beside the figures of that second store.
 
 Targets: writes >= 2,000 procedures/s; search p50 <= 5 ms at 100,000 procedures.
 
@@ -219,6 +221,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     t0 = time.perf_counter()
     ann = store.wait_for_ann()
     ann_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    lexical = store.wait_for_lexical()
+    lexical_s = time.perf_counter() - t0
     embedder.next = qv[0]
     t0 = time.perf_counter()
     retriever.search(qtext[0], k=5, touch=False)
@@ -234,7 +239,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "vector_search (k=5)": _time(lambda i: st.vector_search(qv[i], k=5), args.queries),
             "vector_search ns+tag filter": _time(lambda i: st.vector_search(qv[i], k=5, namespace="default",
                                                                             tags=["t3"]), args.queries),
-            "lexical_search FTS5 (k=5)": _time(lambda i: st.lexical_search(qtext[i], k=5), args.queries),
+            "lexical_search (k=5)": _time(lambda i: st.lexical_search(qtext[i], k=5), args.queries),
             "usage_search (k=20)": _time(lambda i: st.usage_search(qv[i], k=20), args.queries),
             "HybridRetriever.search": _time(search, args.queries),
         }
@@ -243,7 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows["HybridRetriever.search touch"] = _time(lambda i: fused(i, True), min(args.queries, 50))
     # The same searches on the same file, scanning exactly: the figures without the graph,
     # and the reference for recall@5.
-    exact = SQLiteStore(path, embedding_model="random-384", ann_min_rows=None)
+    exact = SQLiteStore(path, embedding_model="random-384", ann_min_rows=None, lexical_min_rows=None)
     exact_retriever = HybridRetriever(exact, embedder)
 
     def fused_exact(i: int) -> object:
@@ -267,6 +272,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         lambda i: [h[0] for h in exact.vector_search(qv[i], k=5)])
     recall_use = recall(lambda i: [u.query + u.procedure_id for u, _ in store.usage_search(qv[i], k=5)],
                         lambda i: [u.query + u.procedure_id for u, _ in exact.usage_search(qv[i], k=5)])
+    recall_lex = recall(lambda i: [h[0] for h in store.lexical_search(qtext[i], k=5)],
+                        lambda i: [h[0] for h in exact.lexical_search(qtext[i], k=5)])
     recall_fused = recall(lambda i: [r.procedure.id for r in fused(i)],  # type: ignore[attr-defined]
                           lambda i: [r.procedure.id for r in fused_exact(i)])  # type: ignore[attr-defined]
     graphs = store.vector_index_info()  # after every timed search: a graph may have been dropped
@@ -287,15 +294,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"first search loads the vector matrices: {cold_s * 1000:.0f} ms; HNSW graphs built in the "
           f"background in {ann_s:.1f} s more ({'ready' if ann else 'not used: install the ann extra'}); "
           f"retriever's experience index: {index_s * 1000:.0f} ms")
+    print(f"tantivy lexical index built in the background in {lexical_s:.1f} s "
+          f"({'ready' if lexical else 'not used: FTS5 answers; install the lexical extra'})")
     print("HNSW graph serving searches at the end: " + ", ".join(
         f"{name} {'yes' if info.get('hnsw') else 'no'}" for name, info in graphs.items()))
     print(f"writes with the vector index loaded: {extra:,} procedures in {warm_write_s:.1f} s = "
           f"{extra / warm_write_s:,.0f} procedures/s")
     print()
     print(f"| search at {args.n:,} procedures, {args.usages:,} usages ({args.vectors} vectors) "
-          "| p50 ms | p99 ms | exact scan p50 ms | recall@5 vs exact |")
+          "| p50 ms | p99 ms | exact scan / FTS5 p50 ms | recall@5 vs exact / FTS5 |")
     print("|---|---:|---:|---:|---:|")
-    recalls = {"vector_search (k=5)": recall_vec, "usage_search (k=20)": recall_use,
+    recalls = {"vector_search (k=5)": recall_vec, "usage_search (k=20)": recall_use, "lexical_search (k=5)": recall_lex,
                "HybridRetriever.search": recall_fused}
     for label, (p50, p99) in rows.items():
         ex = f"{exact_rows[label][0]:.2f}" if label in exact_rows else ""

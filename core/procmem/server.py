@@ -718,11 +718,14 @@ def create_app(memory: Any = None, *, settings: ServerSettings | None = None) ->
 
     def load_indexes() -> None:
         # Load the vector indexes before the first search needs them (about 2 s at 100,000
-        # procedures); their HNSW graphs, if any, go on building in the background.
+        # procedures); their HNSW graphs and the tantivy word index, if any, go on building in
+        # the background.
         try:
             memory.store.wait_for_ann(timeout=0)
+            if hasattr(memory.store, "wait_for_lexical"):
+                memory.store.wait_for_lexical(timeout=0)
         except Exception:  # a failure here must not stop the service; searches load lazily
-            logger.exception("loading the vector indexes failed")
+            logger.exception("loading the search indexes failed")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> Any:

@@ -17,13 +17,15 @@ from procmem.errors import (
 from procmem.stores import InMemoryStore, SQLiteStore
 from procmem.types import Outcome, Procedure, ProcedureKind, SessionRecord, Usage
 
-BACKENDS = ["memory", "sqlite"]
+BACKENDS = ["memory", "sqlite", "sqlite-tantivy"]
 
 
 @pytest.fixture(params=BACKENDS)
 def store(request, tmp_path):
     if request.param == "memory":
         s = InMemoryStore()
+    elif request.param == "sqlite-tantivy":  # lexical search through the tantivy index from one procedure
+        s = SQLiteStore(tmp_path / "store.sqlite3", lexical_min_rows=1)
     else:
         s = SQLiteStore(tmp_path / "store.sqlite3")
     yield s

@@ -68,14 +68,14 @@ def _stop_builds() -> None:
         thread.join(timeout=60)
 
 
-def check_ann_min_rows(value: object) -> int | None:
+def check_ann_min_rows(value: object, name: str = "ann_min_rows") -> int | None:
     """Return ``value`` if it is None or an int >= 1.
 
     Raises:
-        ConfigurationError: Otherwise (a ``ValueError``), naming ``ann_min_rows``.
+        ConfigurationError: Otherwise (a ``ValueError``), naming the setting ``name``.
     """
     if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-        raise ConfigurationError(f"ann_min_rows must be None or an int >= 1, got {value!r}")
+        raise ConfigurationError(f"{name} must be None or an int >= 1, got {value!r}")
     return value
 
 

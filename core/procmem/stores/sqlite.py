@@ -14,11 +14,16 @@
   clamps it to 1e-6, so they hardly change any score but make FTS5 score every procedure that
   contains them ("the", "to", "you" in a natural-language store). Their document frequencies are
   counted by FTS5 itself (same tokenizer and stemmer) and reused for ``_DF_TTL`` seconds.
+* From ``lexical_min_rows`` procedures (10,000 by default), with the ``lexical`` extra installed,
+  lexical search goes through a derived in-memory tantivy index whose top-k search does not
+  score every matching row (see :mod:`procmem.stores._lexical`); FTS5 answers until it is built.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import logging
 import re
 import sqlite3
 import threading
@@ -41,6 +46,7 @@ from procmem.errors import (
     StorageError,
     ValidationError,
 )
+from procmem.stores._lexical import LEXICAL_MIN_ROWS, LexicalIndex, LexicalRow, tantivy_available
 from procmem.stores._vectors import ANN_MIN_ROWS, VectorIndex, check_ann_min_rows
 from procmem.stores.base import ProcedureStore, with_counters
 from procmem.types import Outcome, Procedure, ProcedureKind, ProcedureVersion, SessionRecord, Usage, utcnow
@@ -120,6 +126,21 @@ _PRUNE_MIN_ROWS = 1_000
 #: 2,000): the FTS5 index and its document lengths, about 11 MB at 100,000 procedures.
 _READ_CACHE_KIB = 65_536
 _KINDS = tuple(k.value for k in ProcedureKind)
+_LEXICAL_BUILD_CHUNK = 4_096  # rows read per step of a tantivy index build
+_log = logging.getLogger("procmem")
+# Running tantivy builds (thread -> store), stopped at exit like the HNSW builds.
+_lexical_builds: dict[threading.Thread, SQLiteStore] = {}
+_lexical_builds_lock = threading.Lock()
+
+
+@atexit.register
+def _stop_lexical_builds() -> None:
+    """Stop tantivy builds before the interpreter exits (each ends after its current chunk)."""
+    with _lexical_builds_lock:
+        pending = list(_lexical_builds.items())
+    for thread, store in pending:
+        store._lexical_generation += 1
+        thread.join(timeout=60)
 
 
 def _default_path() -> Path:
@@ -147,9 +168,14 @@ class SQLiteStore(ProcedureStore):
             through an HNSW graph with exact re-scoring instead of an exact scan, when the
             ``ann`` extra (usearch) is installed; the graph is built in the background and not
             stored. None always scans exactly. See ``benchmarks/scale.py`` for speed and recall.
+        lexical_min_rows: Procedures from which lexical search ranks through an in-memory
+            tantivy index (built in the background, not stored) instead of SQLite FTS5, when the
+            ``lexical`` extra is installed. None always uses FTS5. Both rank by BM25; see
+            :mod:`procmem.stores._lexical` for how their scores differ.
 
     Raises:
-        ConfigurationError: ``max_versions`` or ``ann_min_rows`` is not None or an int >= 1.
+        ConfigurationError: ``max_versions``, ``ann_min_rows`` or ``lexical_min_rows`` is not
+            None or an int >= 1.
         CorruptStoreError: The file is not a SQLite database, or not a procmem store.
         SchemaVersionError: The file was written by a newer procmem.
     """
@@ -166,8 +192,10 @@ class SQLiteStore(ProcedureStore):
         busy_timeout: float = 30.0,
         embedding_model: str | None = None,
         ann_min_rows: int | None = ANN_MIN_ROWS,
+        lexical_min_rows: int | None = LEXICAL_MIN_ROWS,
     ) -> None:
         self.ann_min_rows = check_ann_min_rows(ann_min_rows)
+        self.lexical_min_rows = check_ann_min_rows(lexical_min_rows, "lexical_min_rows")
         if max_versions is not None and (not isinstance(max_versions, int) or max_versions < 1):
             raise ConfigurationError(f"max_versions must be None or an int >= 1, got {max_versions!r}")
         if path is None:
@@ -200,6 +228,10 @@ class SQLiteStore(ProcedureStore):
         self._df: dict[str, int] = {}  # query word -> procedures containing it (see _common_words)
         self._df_rows = -1  # procedures (FTS5 rows) when self._df was started; -1: not counted
         self._df_since = -_DF_TTL  # time.monotonic() of that start
+        self._lexical: LexicalIndex | None = None  # tantivy index once built (see lexical_min_rows)
+        self._lexical_thread: threading.Thread | None = None
+        self._lexical_queue: list[tuple[str, Any]] | None = None  # writes made during a build
+        self._lexical_generation = 0  # bumped to abandon a build (close, another process's write)
 
     # ------------------------------------------------------------------ opening
     def _pragma(self, name: str) -> Any:
@@ -269,6 +301,9 @@ class SQLiteStore(ProcedureStore):
                     cur.execute("COMMIT")
                 except sqlite3.Error as exc:
                     self._conn.rollback()
+                    # The in-memory indexes were updated for rows that did not land: rebuild them.
+                    self._drop_vector_caches()
+                    self._drop_lexical()
                     raise StorageError(f"commit failed on {self.path!r}: {exc}") from exc
             finally:
                 cur.close()
@@ -322,6 +357,7 @@ class SQLiteStore(ProcedureStore):
         """Close the connection (and stop a background vector-index build)."""
         with self._lock:
             self._drop_vector_caches()
+            self._drop_lexical()
             with self._side_lock:
                 for conn in self._side_conns:
                     conn.close()
@@ -381,6 +417,7 @@ class SQLiteStore(ProcedureStore):
         if dv != self._data_version:
             self._data_version = dv
             self._drop_vector_caches()
+            self._drop_lexical()
 
     def _drop_vector_caches(self, *, procedures: bool = True) -> None:
         """Forget the in-memory vector indexes (they reload on next use)."""
@@ -488,6 +525,7 @@ class SQLiteStore(ProcedureStore):
             return []
         stored: list[Procedure] = []
         index_updates: list[tuple[str, np.ndarray | None, int, list[str]]] = []
+        lexical_rows: list[LexicalRow] = []
         with self._tx() as cur:
             vecs = None if embeddings is None else self._ensure_dim(cur, embeddings, len(procedures))
             now = utcnow()
@@ -578,6 +616,7 @@ class SQLiteStore(ProcedureStore):
                     (rowid, *self._fts_row(rec)),
                 )
                 cur.executemany("INSERT OR IGNORE INTO procedure_tags VALUES (?, ?)", [(rowid, t) for t in rec.tags])
+                lexical_rows.append((rowid, rec.namespace, rec.kind.value, rec.tags, self._fts_row(rec)))
                 cur.execute(
                     "INSERT OR REPLACE INTO versions VALUES (?, ?, ?, ?, ?)",
                     (rec.id, rec.version, rec.model_dump_json(), version_note, now.isoformat()),
@@ -592,6 +631,7 @@ class SQLiteStore(ProcedureStore):
                 )
                 stored.append(rec)
             self._data_version_after_write(index_updates)
+            self._lexical_write("upsert", lexical_rows)
         return stored
 
     def _data_version_after_write(self, updates: list[tuple[str, np.ndarray | None, int, list[str]]]) -> None:
@@ -735,6 +775,7 @@ class SQLiteStore(ProcedureStore):
         return True
 
     def _delete_rows(self, cur: sqlite3.Cursor, rows: Sequence[tuple[int, str]]) -> None:
+        self._lexical_write("remove", [rowid for rowid, _ in rows])
         for rowid, pid in rows:
             cur.execute("DELETE FROM procedures_fts WHERE rowid = ?", (rowid,))
             cur.execute("DELETE FROM procedure_tags WHERE procedure_rowid = ?", (rowid,))
@@ -807,13 +848,11 @@ class SQLiteStore(ProcedureStore):
         # The scan holds only the index's own lock, so a lexical search can run meanwhile.
         return index.search(vector, k, codes=codes, tags=list(tags) if tags else None)
 
-    def _common_words(self, words: Sequence[str]) -> set[str]:
-        """The words among ``words`` that occur in at least half the procedures (FTS5 idf <= 0).
+    def _fts_stats(self) -> tuple[dict[str, int], int]:
+        """The cached document frequencies of query words, and the number of procedures.
 
-        A word's document frequency is the number of rows its quoted phrase matches, as FTS5's
-        ``bm25()`` counts it; frequencies and the row count are cached for ``_DF_TTL`` seconds,
-        so a search counts only the words not seen lately. Empty below ``_PRUNE_MIN_ROWS``
-        procedures. Never holds every word that occurs: the rarest of those stays in the query.
+        Both are counted by FTS5 (a word's frequency is the number of rows its quoted phrase
+        matches, as ``bm25()`` counts it) and reused for ``_DF_TTL`` seconds.
         """
         now = time.monotonic()
         with self._df_lock:
@@ -825,6 +864,14 @@ class SQLiteStore(ProcedureStore):
             with self._df_lock:
                 if self._df is df:
                     self._df_rows = rows
+        return df, rows
+
+    def _common_words(self, words: Sequence[str]) -> set[str]:
+        """The words among ``words`` that occur in at least half the procedures (FTS5 idf <= 0).
+
+        Empty below ``_PRUNE_MIN_ROWS`` procedures; see :func:`_common`.
+        """
+        df, rows = self._fts_stats()
         if rows < _PRUNE_MIN_ROWS:
             return set()
         missing = [w for w in words if w not in df]
@@ -833,11 +880,126 @@ class SQLiteStore(ProcedureStore):
             found = self._read(" UNION ALL ".join([count] * len(missing)),
                                [x for w in missing for x in (w, f'"{w}"')], side=True)
             df.update((r[0], int(r[1])) for r in found)
-        present = [w for w in words if df[w] > 0]
-        common = {w for w in present if 2 * df[w] >= rows}
-        if common and len(common) == len(present):
-            common.discard(min(present, key=lambda w: df[w]))
-        return common
+        return _common(words, df, rows)
+
+    # ------------------------------------------------------------------ tantivy index
+    def _drop_lexical(self) -> None:
+        """Forget the tantivy index and abandon a build in progress (called under the lock)."""
+        self._lexical = None
+        self._lexical_queue = None
+        self._lexical_generation += 1
+
+    def _lexical_write(self, op: str, payload: Sequence[Any]) -> None:
+        """Apply a committed write (``"upsert"`` rows or ``"remove"`` rowids) to the tantivy index.
+
+        Called inside the write's transaction, under the store's lock; a build in progress
+        queues it and replays it when its rows are in.
+        """
+        if not payload:
+            return
+        if self._lexical is not None:
+            if op == "upsert":
+                self._lexical.upsert(payload)
+            else:
+                self._lexical.remove(payload)
+        elif self._lexical_queue is not None:
+            self._lexical_queue.append((op, payload))
+
+    def _lexical_index(self) -> LexicalIndex | None:
+        """The tantivy index when it serves searches; starts its build when the store is large enough.
+
+        Never waits for a write in progress (nor do FTS5 searches): another process's writes are
+        looked for only when the store's lock is free. A store of at most
+        ``_LEXICAL_BUILD_CHUNK`` procedures builds at once, larger ones on a background thread.
+        """
+        if self.lexical_min_rows is None:
+            return None
+        if self._lock.acquire(blocking=False):
+            try:
+                self._refresh()
+            finally:
+                self._lock.release()
+        if self._lexical is not None or self._lexical_queue is not None:
+            return self._lexical
+        rows = self._fts_stats()[1]
+        if rows < self.lexical_min_rows or not tantivy_available() or not self._lock.acquire(blocking=False):
+            return None
+        try:
+            if self._lexical is not None or self._lexical_queue is not None:
+                return self._lexical
+            self._lexical_queue = []
+            generation = self._lexical_generation
+        finally:
+            self._lock.release()
+        if rows <= _LEXICAL_BUILD_CHUNK:
+            self._build_lexical(generation)
+            return self._lexical
+        thread = threading.Thread(target=self._build_lexical, args=(generation,), name="procmem-lexical-build",
+                                  daemon=True)
+        self._lexical_thread = thread
+        with _lexical_builds_lock:
+            _lexical_builds[thread] = self
+        thread.start()
+        return None
+
+    def wait_for_lexical(self, timeout: float | None = None) -> bool:
+        """Start the tantivy index's build if the store is large enough, and wait for it.
+
+        Searches never need this (FTS5 answers until the index is ready).
+
+        Args:
+            timeout: Seconds to wait at most (None: no limit).
+
+        Returns:
+            Whether lexical search now goes through the tantivy index (False below
+            ``lexical_min_rows`` procedures, or without the ``lexical`` extra).
+        """
+        self._lexical_index()
+        thread = self._lexical_thread
+        if thread is not None:
+            thread.join(timeout)
+        return self._lexical_index() is not None
+
+    def _build_lexical(self, generation: int) -> None:
+        """Build the tantivy index from the FTS5 rows, in chunks (runs on a background thread)."""
+        try:
+            index = LexicalIndex()
+            last = 0
+            while generation == self._lexical_generation:
+                rows = self._read(
+                    "SELECT f.rowid, p.namespace, p.kind, f.name, f.description, f.triggers, f.steps, f.tags,"
+                    " (SELECT group_concat(tag, char(31)) FROM procedure_tags t WHERE t.procedure_rowid = f.rowid)"
+                    " FROM procedures_fts f JOIN procedures p ON p.rowid = f.rowid WHERE f.rowid > ?"
+                    " ORDER BY f.rowid LIMIT ?",
+                    (last, _LEXICAL_BUILD_CHUNK),
+                    side=True,
+                )
+                if not rows:
+                    break
+                last = rows[-1][0]
+                index.upsert(((r[0], r[1], r[2], r[8].split("\x1f") if r[8] else [], tuple(r[3:8])) for r in rows),
+                             new=True)
+            with self._lock:
+                if generation != self._lexical_generation or self._lexical_queue is None:
+                    return
+                # Writes committed since the build began, in order: rows read after such a
+                # write already hold it, and replaying it again is harmless.
+                for op, payload in self._lexical_queue:
+                    if op == "upsert":
+                        index.upsert(payload)
+                    else:
+                        index.remove(payload)
+                index.commit()
+                self._lexical, self._lexical_queue = index, None
+        except Exception:  # noqa: BLE001 - a failed build leaves FTS5 answering; say why
+            _log.exception("building the tantivy lexical index of %s failed; FTS5 keeps answering", self.path)
+            with self._lock:
+                if generation == self._lexical_generation:
+                    self._lexical_queue = None
+                    self.lexical_min_rows = None
+        finally:
+            with _lexical_builds_lock:
+                _lexical_builds.pop(threading.current_thread(), None)
 
     def lexical_search(
         self,
@@ -855,6 +1017,9 @@ class SQLiteStore(ProcedureStore):
         words = _fts_words(text)
         if not words:
             return []
+        index = self._lexical_index()
+        if index is not None:
+            return self._tantivy_search(index, words, k, namespace, kinds, tags)
         common = self._common_words(words)
         query = _fts_or([w for w in words if w not in common])
         weights = "bm25(procedures_fts, 4.0, 1.0, 2.0, 1.0, 2.0)"
@@ -878,6 +1043,29 @@ class SQLiteStore(ProcedureStore):
             side=True,
         )
         return [(r["id"], -float(r["score"])) for r in rows]
+
+    def _tantivy_search(
+        self,
+        index: LexicalIndex,
+        words: Sequence[str],
+        k: int,
+        namespace: str | None,
+        kinds: Sequence[str] | None,
+        tags: Sequence[str] | None,
+    ) -> list[tuple[str, float]]:
+        terms = index.terms(" ".join(words))
+        rows = len(index)
+        if rows >= _PRUNE_MIN_ROWS:
+            common = _common(terms, {t: index.doc_freq(t) for t in terms}, rows)
+            terms = [t for t in terms if t not in common]
+        hits = index.search(terms, k, namespace=namespace, kinds=[getattr(kd, "value", kd) for kd in kinds or ()],
+                            tags=tags)
+        if not hits:
+            return []
+        found = self._read(f"SELECT rowid, id FROM procedures WHERE rowid IN ({','.join('?' * len(hits))})",
+                           [r for r, _ in hits], side=True)
+        ids = {r[0]: r[1] for r in found}
+        return [(ids[r], score) for r, score in hits if r in ids]
 
     # ------------------------------------------------------------------ usages, outcomes
     def add_usages(self, usages: Sequence[Usage], embeddings: np.ndarray) -> None:
@@ -1029,6 +1217,18 @@ class SQLiteStore(ProcedureStore):
 def _fts_words(text: str) -> list[str]:
     """The distinct lower-cased words of ``text`` (at most 64), in order."""
     return list(dict.fromkeys(w.lower() for w in _FTS_TOKEN.findall(text)))[:64]
+
+
+def _common(words: Sequence[str], df: dict[str, int], rows: int) -> set[str]:
+    """The words among ``words`` whose document frequency ``df[w]`` is at least half of ``rows``.
+
+    Never every word that occurs: the rarest of those stays in the query.
+    """
+    present = [w for w in words if df[w] > 0]
+    common = {w for w in present if 2 * df[w] >= rows}
+    if common and len(common) == len(present):
+        common.discard(min(present, key=lambda w: df[w]))
+    return common
 
 
 def _fts_or(words: Sequence[str]) -> str:
