@@ -97,6 +97,8 @@ _SOURCE_RANKS = [(s, r) for s in _SOURCES for r in range(_SOURCE_LIMIT[s])]
 _SOURCE_INDEX = {s: tuple(i for i, (s2, _) in enumerate(_SOURCE_RANKS) if s2 == s) for s in _SOURCES}
 _SOURCE_PRIOR = [{"slot": 0.5, "name": 0.4, "session": 0.3, "task": 0.3, "global": 0.3}[s] / (1 + r)
                  for s, r in _SOURCE_RANKS]
+# A count in the rank keys of ``_count_ranked`` (above any number of distinct values).
+_RANK_UNIT = 1 << 32
 # Validated, white-space-collapsed actions (actions repeat; bounded like normalize_action's).
 _CLEAN: dict[str, str] = {}
 _CLEAN_MAX = 200_000
@@ -184,6 +186,103 @@ def _count(counts: dict[Any, dict[str, int]], ctx: Any, x: str) -> None:
         d[x] = d.get(x, 0) + 1
 
 
+class _ContextTree:
+    """What followed each context of a sequence: the trie of PPM's contexts (Cleary & Witten 1984).
+
+    Keyed most recent symbol first: node ``i`` (0 is the empty context) has ``followers[i]``
+    (``{symbol: count}`` of what came after the context), ``last[i]`` (its last follower) and
+    ``children[i]`` (``{earlier symbol: node}`` of the contexts one symbol longer, None while
+    there are none). Nodes are indices into plain lists and the maps hold only strings and
+    ints, so the garbage collector tracks none of the per-context objects (bulk replay makes
+    tens of thousands, which it would otherwise scan at its next collection).
+    """
+
+    __slots__ = ("followers", "last", "children")
+
+    def __init__(self) -> None:
+        self.followers: list[dict[str, int]] = [{}]
+        self.last: list[str | None] = [None]
+        self.children: list[dict[str, int] | None] = [None]
+
+    def count(self, recent: Iterable[str], x: str) -> None:
+        """Count ``x`` after the contexts of the first 1, 2, ... ``recent`` symbols (most recent first).
+
+        A context seen for the first time makes every longer one new too.
+        """
+        followers, last, children = self.followers, self.last, self.children
+        node = 0
+        it = iter(recent)
+        for y in it:
+            ch = children[node]
+            child = ch.get(y) if ch is not None else None
+            if child is None:
+                while True:  # new, and so are the longer contexts
+                    child = len(followers)
+                    followers.append({x: 1})
+                    last.append(x)
+                    children.append(None)
+                    if ch is None:
+                        children[node] = {y: child}
+                    else:
+                        ch[y] = child
+                    y = next(it, None)
+                    if y is None:
+                        return
+                    node, ch = child, None
+            d = followers[child]
+            d[x] = d.get(x, 0) + 1
+            last[child] = x
+            node = child
+
+    def nodes(self, recent: Iterable[str]) -> list[int]:
+        """The nodes of the known contexts of the first 1, 2, ... ``recent`` symbols (most recent first)."""
+        out: list[int] = []
+        node = 0
+        children = self.children
+        for y in recent:
+            ch = children[node]
+            child = ch.get(y) if ch is not None else None
+            if child is None:
+                break
+            out.append(child)
+            node = child
+        return out
+
+    def contexts(self) -> Iterator[tuple[tuple[str, ...], dict[str, int]]]:
+        """Every context but the empty one, oldest symbol first, with its followers (in no particular order)."""
+        stack: list[tuple[tuple[str, ...], int]] = [((), 0)]
+        while stack:
+            ctx, node = stack.pop()
+            if ctx:
+                yield ctx, self.followers[node]
+            ch = self.children[node]
+            if ch:
+                stack.extend(((y, *ctx), child) for y, child in ch.items())
+
+
+def _count_ranked(ranked: tuple[dict[str, int], list[str]], v: str) -> None:
+    """Count ``v`` in ``ranked``: ``({value: rank key}, values most frequent first)``.
+
+    A value's rank key is ``count * 2**32 - first``, ``first`` being how many values were
+    counted before its first count: the order is by count, ties in order of first count (as a
+    stable sort of the values by count would give). ``v`` moves up past the values it now
+    beats (few: it had one count less), so the order is kept without sorting; the keys are
+    plain ints, which the garbage collector does not track.
+    """
+    stats, order = ranked
+    key = stats.get(v)
+    if key is None:
+        stats[v] = _RANK_UNIT - len(stats)
+        order.append(v)
+        return
+    key = stats[v] = key + _RANK_UNIT
+    i = order.index(v)
+    while i and stats[order[i - 1]] < key:
+        order[i] = order[i - 1]
+        i -= 1
+    order[i] = v
+
+
 def _take(values: Iterable[str], ranks: tuple[int, ...], out: dict[str, int]) -> None:
     """Add to ``out`` the first ``len(ranks)`` values not in it, each with its rank's index."""
     r = 0
@@ -199,10 +298,11 @@ def _take(values: Iterable[str], ranks: tuple[int, ...], out: dict[str, int]) ->
 def _gc_paused() -> Iterator[None]:
     """Pause Python's cyclic garbage collector for the duration (restored as it was after).
 
-    Bulk replay creates several container objects per action that live as long as the model
-    (context tuples, lists), none of them in reference cycles; the collector would scan them
-    again and again as the model grows (~10% of kypo's replay time), where paused it scans
-    them once, at its next collection. Mercurial's ``nogc`` decorator does the same around its
+    Bulk replay creates container objects that live as long as the model (tuples, lists),
+    none of them in reference cycles; the collector would scan them again and again as the
+    model grows (~10% of kypo's replay time), where paused it scans them once, at its next
+    collection (which re-enabling it soon triggers; the context trees keep their many
+    per-context objects out of its sight, see ``_ContextTree``). Mercurial's ``nogc`` decorator does the same around its
     bulk loads.
     """
     enabled = gc.isenabled()
@@ -372,16 +472,12 @@ class NextActionPredictor:
             raise ConfigurationError(f"optimizer must be 'sgd' or 'adagrad', got {optimizer!r}")
         self.optimizer = optimizer
 
-        k = max_order
         # Counts are kept without their totals: learning is much more frequent than ranking,
         # which sums the few counts it needs.
-        # Concrete context model: order -> context tuple -> {action: count}; and the last
-        # follower of a context seen more than once (of one seen once: its only follower).
-        self._next: list[dict[tuple[str, ...], dict[str, int]]] = [{} for _ in range(k + 1)]
-        self._last: list[dict[tuple[str, ...], str]] = [{} for _ in range(k + 1)]
-        # Template model (orders 1..template_order), and a template -> concrete examples map.
-        self._tnext: list[dict[tuple[str, ...], dict[str, int]]] = [
-            {} for _ in range(template_order + 1)]
+        # Concrete context model, orders 0..max_order (the root's followers are the order-0
+        # counts), and template model, orders 1..template_order.
+        self._next = _ContextTree()
+        self._tnext = _ContextTree()
         # Program model: previous program -> {program: count}.
         self._pnext: dict[str, dict[str, int]] = {}
         # Program -> its distinct actions, first seen first (their counts are the order-0 ones).
@@ -391,12 +487,14 @@ class NextActionPredictor:
         self._pnext2: dict[tuple[str, str], dict[str, int]] = {}
         # Skip context: the action two steps back -> {action: count}.
         self._skip: dict[str, dict[str, int]] = {}
-        # Slot filling: (template, slot) -> {value: count}; source hit statistics.
-        self._slot_global: dict[tuple[str, int], dict[str, int]] = {}
+        # Slot filling: (template, slot) -> its values' counts and the values most frequent
+        # first (see ``_count_ranked``).
+        self._slot_global: dict[tuple[str, int], tuple[dict[str, int], list[str]]] = {}
         # Per (source, rank) index: how often its value was offered, and was the right one.
         self._source_tries = [0] * len(_SOURCE_RANKS)
         self._source_hits = [0] * len(_SOURCE_RANKS)
-        # Outcomes: template edge -> [count, successes, failures]; template -> outcomes.
+        # Outcomes: template edge -> [successes, failures] (edges of sessions with a known
+        # outcome); template -> outcomes.
         self._edges: dict[tuple[str, str], list[int]] = {}
         self._outcomes: dict[str, list[int]] = {}
         self._pattern_outcomes: dict[tuple[str, ...], list[int]] = {}
@@ -688,10 +786,7 @@ class NextActionPredictor:
         if values:
             # Slot-filling statistics, measured before the values are learned.
             self._learn_slots(tpl, values, names, live)
-        nexts, lasts = self._next, self._last
-        zero = nexts[0].get(())
-        if zero is None:
-            zero = nexts[0][()] = {}
+        zero = self._next.followers[0]
         c = zero[a] = zero.get(a, 0) + 1
         if c == 1:
             self._first0[a] = len(self._first0)
@@ -699,19 +794,8 @@ class NextActionPredictor:
         if self._top0 is not None and (c >= self._top0_min or len(self._top0) < self.top_frequent):
             self._raise_top0(a, c)
         if hist:
-            # Concrete context model, orders 1..max_order. A context seen for the first time
-            # makes every longer one new too, and needs no last follower.
-            tail = tuple(hist[-self.max_order:])
-            lt = len(tail)
-            for k in range(1, lt + 1):
-                ctx = tail[lt - k:]
-                d = nexts[k].get(ctx)
-                if d is None:
-                    for k2 in range(k, lt + 1):
-                        nexts[k2][tail[lt - k2:]] = {a: 1}
-                    break
-                d[a] = d.get(a, 0) + 1
-                lasts[k][ctx] = a
+            # Concrete context model, orders 1..max_order.
+            self._next.count(reversed(hist[-self.max_order:]), a)
             if len(hist) >= 2:
                 _count(self._skip, hist[-2], a)  # skip context: the action two steps back
             # Trigger model: every distinct action of the last ``window`` (in any order);
@@ -725,23 +809,8 @@ class NextActionPredictor:
                     d[a] = d.get(a, 0) + 1
         th = live.templates
         if th:
-            ttail = tuple(th[-self.template_order:])
-            mt = len(ttail)
-            tnexts = self._tnext
-            for k in range(1, mt + 1):
-                ctx = ttail[mt - k:]
-                d = tnexts[k].get(ctx)
-                if d is None:
-                    for k2 in range(k, mt + 1):  # new, and so are the longer ones
-                        tnexts[k2][ttail[mt - k2:]] = {tpl: 1}
-                    break
-                d[tpl] = d.get(tpl, 0) + 1
-            edge = (th[-1], tpl)
-            e = self._edges.get(edge)
-            if e is None:
-                self._edges[edge] = [1, 0, 0]
-            else:
-                e[0] += 1
+            # Its order-1 counts are the transition (graph edge) counts too.
+            self._tnext.count(reversed(th[-self.template_order:]), tpl)
         # Program model: the programs after the last program and after the last two.
         progs = live.programs
         last_prog = progs[-1] if progs else ""
@@ -810,7 +879,10 @@ class NextActionPredictor:
             o[idx] += 1
         if flag is not None:
             for pair in set(zip(th, th[1:], strict=False)):
-                self._edges[pair][idx] += 1
+                e = self._edges.get(pair)
+                if e is None:
+                    e = self._edges[pair] = [0, 0]
+                e[idx - 1] += 1
             seen: set[tuple[str, ...]] = set()
             for n in range(2, self.max_order + 1):
                 for i in range(len(th) - n + 1):
@@ -857,10 +929,10 @@ class NextActionPredictor:
             # Task values not used yet in the session first.
             _take([v for v in vals if v not in used] + [v for v in vals if v in used],
                   _SOURCE_INDEX["task"], out)
-        g = self._slot_global.get((tpl, slot))
-        if g:
-            # Most frequent first; ties in order of first use (a stable sort).
-            _take(sorted(g, key=g.__getitem__, reverse=True) if len(g) > 1 else g, _SOURCE_INDEX["global"], out)
+        ranked = self._slot_global.get((tpl, slot))
+        if ranked:
+            # Most frequent first; ties in order of first use.
+            _take(ranked[1], _SOURCE_INDEX["global"], out)
         return out
 
     def _source_p(self, index: int) -> float:
@@ -889,11 +961,11 @@ class NextActionPredictor:
             index = opts.get(v)
             if index is not None:
                 hits[index] += 1
-            g = glob.get((tpl, i))
-            if g is None:
-                glob[(tpl, i)] = {v: 1}
+            ranked = glob.get((tpl, i))
+            if ranked is None:
+                glob[(tpl, i)] = ({v: _RANK_UNIT}, [v])
             else:
-                g[v] = g.get(v, 0) + 1
+                _count_ranked(ranked, v)
 
     def _fill(self, tpl: str, live: _Live, task_values: dict[str, list[str]],
               used: set[str], limit: int = 3) -> list[tuple[str, float]]:
@@ -950,7 +1022,7 @@ class NextActionPredictor:
         """The nearest known action to an unseen one, if cosine >= the threshold."""
         if self.embedder is None:
             return None
-        known = self._next[0].get(())
+        known = self._next.followers[0]
         if not known:
             return None
         if self._known_matrix is None or len(self._known_actions) < len(known):
@@ -1006,16 +1078,13 @@ class NextActionPredictor:
             return v
 
         # Concrete context model, orders max..1 then 0 (top few only).
-        longest = 0
+        tree = self._next
+        nodes = tree.nodes(reversed(hist[-k_max:]))
+        longest = len(nodes)
         ppm: dict[str, float] = {}
         escape = 1.0
-        for k in range(min(k_max, n), 0, -1):
-            ctx = tuple(hist[n - k:])
-            d = self._next[k].get(ctx)
-            if d is None:
-                continue
-            if not longest:
-                longest = k
+        for k in range(longest, 0, -1):
+            d, last = tree.followers[nodes[k - 1]], tree.last[nodes[k - 1]]
             tot = sum(d.values()) + 1.0
             rest_tot = 0
             rest_q = 0
@@ -1030,12 +1099,11 @@ class NextActionPredictor:
                     if a not in ppm:
                         ppm[a] = c * z
                 escape *= rest_q / (rest_tot + rest_q)
-            last = self._last[k].get(ctx)
-            vec(next(iter(d)) if last is None else last)[i_last + k - 1] = 1.0
+            vec(last)[i_last + k - 1] = 1.0
         for a, q in ppm.items():
             feats[a][i_ppm] = lg(q)
         self._gate = (longest, "p:" + _program(hist[-1]) if n else "p:")
-        zero = self._next[0].get(())
+        zero = self._next.followers[0]
         if zero:
             tot0 = self._n_actions + 1.0  # the sum of the order-0 counts
             top0 = self._top0 if self._top0 is not None else self._refresh_top0()
@@ -1060,11 +1128,9 @@ class NextActionPredictor:
         th = live.templates
         m = len(th)
         tscore: dict[str, list[float]] = {}
-        for k in range(1, min(self.template_order, m) + 1):
-            ctx = tuple(th[m - k:])
-            d = self._tnext[k].get(ctx)
-            if d is None:
-                break
+        tfollowers = self._tnext.followers
+        for k, node in enumerate(self._tnext.nodes(reversed(th[-self.template_order:])), 1):
+            d = tfollowers[node]
             tot = sum(d.values()) + 1.0
             for t, c in heapq.nlargest(8, d.items(), key=itemgetter(1)):
                 tscore.setdefault(t, [0.0] * (self.template_order + 1))[k] = c / tot
@@ -1114,7 +1180,8 @@ class NextActionPredictor:
         if n and longest == 0 and self.embedder is not None and self.embed_actions:
             near = self._similar_action(hist[-1])
             if near is not None:
-                d = self._next[1].get((near[0],), {})
+                nodes = self._next.nodes((near[0],))
+                d = self._next.followers[nodes[0]] if nodes else {}
                 tot = sum(d.values()) + 1.0
                 for a, c in d.items():
                     vec(a)[i_sim] = lg(near[1] * c / tot)
@@ -1178,14 +1245,14 @@ class NextActionPredictor:
                     v[i_intask] = sum(val.lower() in low_task for _, val in norm.values) / len(norm.values)
             if last_t is not None:
                 e = edges.get((last_t, t))
-                if e is not None and e[1] + e[2]:
-                    v[i_succ] = (e[1] - e[2]) / (e[1] + e[2] + 1.0)
+                if e is not None:
+                    v[i_succ] = (e[0] - e[1]) / (e[0] + e[1] + 1.0)
             rows.append(v)
         return cands, rows, [tpls[a] for a in cands]
 
     def _refresh_top0(self) -> list[str]:
         """The ``top_frequent`` most frequent actions (ties: first seen first), kept in ``_top0``."""
-        zero = self._next[0].get((), {})
+        zero = self._next.followers[0]
         top = sorted(zero.items(), key=lambda x: -x[1])[: self.top_frequent]
         self._top0 = [a for a, _ in top]
         self._top0_min = top[-1][1] if top else 0
@@ -1200,7 +1267,7 @@ class NextActionPredictor:
         if k < 1 or k != self._top0_k:
             self._top0 = None  # refreshed when next needed
             return
-        zero = self._next[0][()]
+        zero = self._next.followers[0]
         first = self._first0
         fa = first[a]
         if a in top:
@@ -1438,8 +1505,8 @@ class NextActionPredictor:
             sr = None
             if last_t is not None:
                 e = self._edges.get((last_t, tpls[i]))
-                if e is not None and e[1] + e[2]:
-                    sr = (e[1] + 1) / (e[1] + e[2] + 2)
+                if e is not None:
+                    sr = (e[0] + 1) / (e[0] + e[1] + 2)
             reason = self._reason(hist, rows[i], tpls[i], sr, task_text)
             if i == 0 and len(scores) > 1 and scores[0] < max(scores):  # moved first by program_first
                 prog = _program(a)
@@ -1467,7 +1534,8 @@ class NextActionPredictor:
             if k == 0:
                 return f"most frequent action overall{rate}"
             ctx = tuple(hist[-k:])
-            seen = sum(self._next[k].get(ctx, {}).values())
+            nodes = self._next.nodes(reversed(ctx))
+            seen = sum(self._next.followers[nodes[-1]].values()) if len(nodes) == k else 0
             tail = " → ".join(f"'{c}'" for c in ctx[-2:])
             more = "most recently " if name.startswith("last") else ""
             return f"{more}after {tail} (order-{k} context, seen {seen}×{rate})"
@@ -1494,9 +1562,10 @@ class NextActionPredictor:
 
     def _suggest(self, live: _Live, action: str, task: str | None, n: int = 2) -> list[str]:
         """Up to ``n`` likely actions after ``action`` taken in the session ``live``."""
-        d = self._tnext[1].get((normalize_action(action).template,))
-        if not d:
+        nodes = self._tnext.nodes((normalize_action(action).template,))
+        if not nodes:
             return []
+        d = self._tnext.followers[nodes[0]]
         out: list[str] = []
         after: _Live | None = None
         for nt, _ in sorted(d.items(), key=lambda x: -x[1]):
@@ -1525,8 +1594,11 @@ class NextActionPredictor:
         g = nx.DiGraph()
         for t, o in self._outcomes.items():
             g.add_node(t, count=sum(o))
-        for (a, b), (w, s, f) in self._edges.items():
-            g.add_edge(a, b, weight=w, successes=s, failures=f, success_rate=(s + 1) / (s + f + 2))
+        tree = self._tnext
+        for a, node in (tree.children[0] or {}).items():  # the order-1 contexts
+            for b, w in tree.followers[node].items():
+                s, f = self._edges.get((a, b), (0, 0))
+                g.add_edge(a, b, weight=w, successes=s, failures=f, success_rate=(s + 1) / (s + f + 2))
         return g
 
     def patterns(self, *, min_count: int = 1, limit: int | None = None) -> list[dict]:
@@ -1541,15 +1613,14 @@ class NextActionPredictor:
             first; ``success_rate`` is Laplace-smoothed in [0, 1].
         """
         out = []
-        for k in range(1, self.template_order + 1):
-            for ctx, d in self._tnext[k].items():
-                for t, c in d.items():
-                    if c < min_count:
-                        continue
-                    steps = list(ctx) + [t]
-                    s, f = self._pattern_outcomes.get(tuple(steps), (0, 0))
-                    out.append({"steps": steps, "count": c, "successes": s, "failures": f,
-                                "success_rate": (s + 1) / (s + f + 2)})
+        for ctx, d in self._tnext.contexts():
+            for t, c in d.items():
+                if c < min_count:
+                    continue
+                steps = list(ctx) + [t]
+                s, f = self._pattern_outcomes.get(tuple(steps), (0, 0))
+                out.append({"steps": steps, "count": c, "successes": s, "failures": f,
+                            "success_rate": (s + 1) / (s + f + 2)})
         out.sort(key=lambda p: (-p["count"], -len(p["steps"]), p["steps"]))
         return out[:limit] if limit is not None else out
 
@@ -1565,7 +1636,8 @@ class NextActionPredictor:
         """
         t = normalize_action(_check_action(action, "action")).template
         o = self._outcomes.get(t, [0, 0, 0])
-        nxt = dict(sorted(self._tnext[1].get((t,), {}).items(), key=lambda x: -x[1]))
+        nodes = self._tnext.nodes((t,))
+        nxt = dict(sorted(self._tnext.followers[nodes[0]].items() if nodes else (), key=lambda x: -x[1]))
         return {"action": t, "sessions": sum(o),
                 "outcomes": {"unknown": o[0], "success": o[1], "failure": o[2]}, "next": nxt}
 
@@ -1574,11 +1646,10 @@ class NextActionPredictor:
         return {
             "sessions": self._n_sessions,
             "actions": self._n_actions,
-            "distinct_actions": len(self._next[0].get((), {})),
+            "distinct_actions": len(self._next.followers[0]),
             "distinct_templates": len(self._outcomes),
-            "patterns": sum(len(d) for k in range(1, self.template_order + 1)
-                            for d in self._tnext[k].values()),
-            "edges": len(self._edges),
+            "patterns": sum(len(d) for _, d in self._tnext.contexts()),
+            "edges": sum(len(self._tnext.followers[node]) for node in (self._tnext.children[0] or {}).values()),
             "open_sessions": len(self._live),
             "weights": dict(zip(self._names, (round(w, 4) for w in self._w), strict=False)),
         }
