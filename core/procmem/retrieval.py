@@ -40,10 +40,18 @@ their evidence into one score:
 * a **prior**: the procedure's Laplace-smoothed success rate (reported outcomes and recorded
   usages), centred on 0.5.
 
-Each source is normalised per query into a distribution over candidates before the weighted sum
-(a CombSUM of normalised scores, Fox & Shaw 1994, with softmax normalisation), so a weight means
-the same whatever the store's size or the embedder's cosine range. Without any usage the ranking
-is that of the description evidence alone.
+Each source is normalised per query into a distribution over candidates, so a weight means the
+same whatever the store's size or the embedder's cosine range, and the sources that have evidence
+for the query are fused by their weighted geometric mean (a logarithmic opinion pool, Genest &
+Zidek 1986; see :func:`_log_pool`), to which the prior is added. A weighted sum of the same
+distributions (CombSUM, Fox & Shaw 1994) lets one confident source carry a candidate the others
+reject; the pool asks for agreement. The weights are those of a conditional-logit fit of the pool
+to 1,500 past requests held out of MetaTool's learned usages (split seed 0; the others learned),
+rounded: description 0.1, dense vote 0.5, prototypes 0.25, lexical vote 0.5, classifier 1 (fits
+on seeds 1 and 2 gave similar ratios). With usages, on MetaTool split seeds 0/1/2, hit@1 and
+recall@5 went from 0.846/0.958, 0.850/0.961, 0.853/0.962 (weighted sum, weights 0.25/1/1/1/1) to
+0.852/0.960, 0.854/0.962, 0.852/0.966. Without any usage the ranking is that of the description
+evidence alone.
 
 The prototypes and the lexical index of past requests live in memory in the retriever (the store
 contract has no lexical search over usages). They are filled by :meth:`record_usage` and rebuilt
@@ -184,6 +192,8 @@ class RetrievalConfig(BaseModel):
         bm25_k1: BM25 ``k1`` of the index of past requests (Robertson & Zaragoza 2009).
         bm25_b: BM25 ``b`` of the index of past requests.
         classifier_weight: Weight of the softmax classifier's evidence (0 turns it off).
+        pool_floor: Added to each source's share of a candidate before the logarithm of the
+            pool, so a source without evidence for it (no vote) does not veto it outright.
         classifier_temperature: Logit scale of the classifier, ``w . q / temperature``.
         classifier_learning_rate: SGD step size of the classifier's embedding part.
         classifier_lexical_rate: SGD step size of the classifier's bag-of-words part (0 turns
@@ -204,10 +214,10 @@ class RetrievalConfig(BaseModel):
     candidates: int = Field(default=50, ge=1, le=10_000)
     neighbours: int = Field(default=20, ge=1, le=10_000)
     lexical_neighbours: int = Field(default=20, ge=1, le=10_000)
-    description_weight: float = Field(default=0.25, ge=0.0, allow_inf_nan=False)
-    vote_weight: float = Field(default=1.0, ge=0.0, allow_inf_nan=False)
-    prototype_weight: float = Field(default=1.0, ge=0.0, allow_inf_nan=False)
-    lexical_vote_weight: float = Field(default=1.0, ge=0.0, allow_inf_nan=False)
+    description_weight: float = Field(default=0.1, ge=0.0, allow_inf_nan=False)
+    vote_weight: float = Field(default=0.5, ge=0.0, allow_inf_nan=False)
+    prototype_weight: float = Field(default=0.25, ge=0.0, allow_inf_nan=False)
+    lexical_vote_weight: float = Field(default=0.5, ge=0.0, allow_inf_nan=False)
     prior_weight: float = Field(default=0.02, ge=0.0, allow_inf_nan=False)
     lexical_share: float = Field(default=0.1, ge=0.0, allow_inf_nan=False)
     feedback_docs: int = Field(default=10, ge=0, le=10_000)
@@ -221,6 +231,7 @@ class RetrievalConfig(BaseModel):
     bm25_k1: float = Field(default=1.2, ge=0.0, allow_inf_nan=False)
     bm25_b: float = Field(default=0.75, ge=0.0, le=1.0, allow_inf_nan=False)
     classifier_weight: float = Field(default=1.0, ge=0.0, allow_inf_nan=False)
+    pool_floor: float = Field(default=1e-3, gt=0.0, allow_inf_nan=False)
     classifier_temperature: float = Field(default=0.05, gt=0.0, allow_inf_nan=False)
     classifier_learning_rate: float = Field(default=0.2, gt=0.0, allow_inf_nan=False)
     classifier_lexical_rate: float = Field(default=100.0, ge=0.0, allow_inf_nan=False)
@@ -473,6 +484,33 @@ def _softmax(x: np.ndarray, temperature: float) -> np.ndarray:
         return x
     e = np.exp((x - x.max()) / temperature)
     return e / e.sum()
+
+
+def _log_pool(sources: Sequence[tuple[float, np.ndarray]], floor: float) -> np.ndarray:
+    """Return the weighted geometric mean of per-candidate distributions (a logarithmic opinion pool).
+
+    ``exp(sum_s w_s * log(p_s + floor) / sum_s w_s)`` (Genest & Zidek, "Combining Probability
+    Distributions: A Critique and an Annotated Bibliography", Statistical Science 1986), so a
+    candidate must be backed by every source to score high, where a weighted sum lets one
+    confident source carry it. ``floor`` keeps a source's zero (no vote) from vetoing a
+    candidate outright. A negative share (failed uses voting against) enters the logarithm as
+    zero and is subtracted from the mean with its weight, as in a weighted mean, so failures
+    still push a candidate down. Zeros when every weight is zero.
+
+    Args:
+        sources: ``(weight, (n,) scores in [-1, 1])`` pairs, each a distribution over the
+            candidates apart from negative votes.
+        floor: Added to each score (negatives counted as zero) before the logarithm.
+
+    Returns:
+        ``(n,)`` fused scores, at most ``1 + floor``.
+    """
+    total = sum(w for w, _ in sources)
+    if total <= 0:
+        return np.zeros(len(sources[0][1]))
+    log = sum(w * np.log(np.clip(p, 0.0, None) + floor) for w, p in sources)
+    against = sum(w * np.clip(p, None, 0.0) for w, p in sources)
+    return np.exp(log / total) + against / total
 
 
 def _shorten(text: str, n: int = 60) -> str:
@@ -853,8 +891,19 @@ class HybridRetriever:
         if learned is not None:
             experience += cfg.classifier_weight * learned
             exp_w += cfg.classifier_weight
-        fused = cfg.description_weight * desc + experience
         has_experience = bool(vote or lex_vote or proto or learned is not None)
+        # Fuse as a weighted geometric mean (logarithmic opinion pool) of the sources that have
+        # evidence for this query; the linear mix above only reports the experience value.
+        sources = [(cfg.description_weight, desc)]
+        if vote:
+            sources.append((cfg.vote_weight, np.array([vote.get(c, 0.0) for c in cand])))
+        if proto:
+            sources.append((cfg.prototype_weight, np.array([proto[c] for c in cand])))
+        if lex_vote:
+            sources.append((cfg.lexical_vote_weight, np.array([lex_vote.get(c, 0.0) for c in cand])))
+        if learned is not None:
+            sources.append((cfg.classifier_weight, learned))
+        fused = _log_pool(sources, cfg.pool_floor)
 
         # Re-rank the head with the success-rate prior (needs the records), then cut to k.
         head_n = min(len(cand), k + 5)
