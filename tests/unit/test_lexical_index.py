@@ -133,3 +133,25 @@ def test_lexical_min_rows_is_checked(tmp_path):
     for bad in (0, -1, 2.5, True, "10"):
         with pytest.raises(ConfigurationError, match="lexical_min_rows"):
             SQLiteStore(tmp_path / "x.sqlite3", lexical_min_rows=bad)
+
+
+def test_a_write_that_rolls_back_leaves_the_index_right(tmp_path, embedder):
+    from procmem.errors import InvalidProcedureError
+
+    store = SQLiteStore(tmp_path / "s.sqlite3", lexical_min_rows=1)
+    procs = _fill(store, embedder)
+    assert _ids(store.lexical_search("database", k=3)) == [procs[1].id]
+    index = store._lexical
+    # Refused input: nothing reached the index, which is kept.
+    with pytest.raises(InvalidProcedureError):
+        store.put([procs[1].model_copy(update={"namespace": "other", "description": "volcano"})])
+    assert store._lexical is index
+    # A write that fails after updating the index: the index is rebuilt from what landed.
+    rowid = store._read("SELECT rowid FROM procedures WHERE id = ?", (procs[1].id,))[0][0]
+    with pytest.raises(RuntimeError), store._tx() as cur:
+        cur.execute("DELETE FROM procedures_fts WHERE rowid = ?", (rowid,))
+        store._lexical_write("remove", [rowid])
+        raise RuntimeError("crash before commit")
+    assert _ids(store.lexical_search("database", k=3)) == [procs[1].id]
+    assert store._lexical is not index
+    store.close()

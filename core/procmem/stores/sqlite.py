@@ -232,6 +232,7 @@ class SQLiteStore(ProcedureStore):
         self._lexical_thread: threading.Thread | None = None
         self._lexical_queue: list[tuple[str, Any]] | None = None  # writes made during a build
         self._lexical_generation = 0  # bumped to abandon a build (close, another process's write)
+        self._indexes_touched = False
 
     # ------------------------------------------------------------------ opening
     def _pragma(self, name: str) -> Any:
@@ -291,22 +292,27 @@ class SQLiteStore(ProcedureStore):
                 cur.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError as exc:
                 raise StorageError(f"could not start a write on {self.path!r}: {exc}") from exc
+            self._indexes_touched = False  # set when this write updates an in-memory index
             try:
                 yield cur
             except BaseException:
-                self._conn.rollback()
+                self._rollback()
                 raise
             else:
                 try:
                     cur.execute("COMMIT")
                 except sqlite3.Error as exc:
-                    self._conn.rollback()
-                    # The in-memory indexes were updated for rows that did not land: rebuild them.
-                    self._drop_vector_caches()
-                    self._drop_lexical()
+                    self._rollback()
                     raise StorageError(f"commit failed on {self.path!r}: {exc}") from exc
             finally:
                 cur.close()
+
+    def _rollback(self) -> None:
+        self._conn.rollback()
+        if self._indexes_touched:
+            # The in-memory indexes were updated for rows that did not land: rebuild them.
+            self._drop_vector_caches()
+            self._drop_lexical()
 
     def _side_conn(self) -> sqlite3.Connection | None:
         """This thread's own read connection (WAL files only; None for other journal modes)."""
@@ -610,13 +616,14 @@ class SQLiteStore(ProcedureStore):
                     cur.execute("DELETE FROM procedures_fts WHERE rowid = ?", (rowid,))
                     cur.execute("DELETE FROM procedure_tags WHERE procedure_rowid = ?", (rowid,))
                     version_note = note or "updated"
+                texts = self._fts_row(rec)
                 cur.execute(
                     "INSERT INTO procedures_fts (rowid, name, description, triggers, steps, tags)"
                     " VALUES (?, ?, ?, ?, ?, ?)",
-                    (rowid, *self._fts_row(rec)),
+                    (rowid, *texts),
                 )
                 cur.executemany("INSERT OR IGNORE INTO procedure_tags VALUES (?, ?)", [(rowid, t) for t in rec.tags])
-                lexical_rows.append((rowid, rec.namespace, rec.kind.value, rec.tags, self._fts_row(rec)))
+                lexical_rows.append((rowid, rec.namespace, rec.kind.value, rec.tags, texts))
                 cur.execute(
                     "INSERT OR REPLACE INTO versions VALUES (?, ?, ?, ?, ?)",
                     (rec.id, rec.version, rec.model_dump_json(), version_note, now.isoformat()),
@@ -640,6 +647,7 @@ class SQLiteStore(ProcedureStore):
         index = self._vectors
         if index is None or not updates:
             return
+        self._indexes_touched = True
         known = [u for u in updates if u[1] is not None or u[0] in index]
         if known:
             vectors = [u[1] if u[1] is not None else index.get([u[0]])[0] for u in known]
@@ -784,6 +792,7 @@ class SQLiteStore(ProcedureStore):
             cur.execute("DELETE FROM usages WHERE procedure_id = ?", (pid,))
             cur.execute("DELETE FROM outcomes WHERE procedure_id = ?", (pid,))
         if self._vectors is not None:
+            self._indexes_touched = True
             self._vectors.remove([pid for _, pid in rows])
         self._drop_vector_caches(procedures=False)
 
@@ -897,6 +906,7 @@ class SQLiteStore(ProcedureStore):
         """
         if not payload:
             return
+        self._indexes_touched = True
         if self._lexical is not None:
             if op == "upsert":
                 self._lexical.upsert(payload)
@@ -1084,6 +1094,7 @@ class SQLiteStore(ProcedureStore):
                 )
                 new_rows.append((str(cur.lastrowid), u, v))
             if self._usage_vectors is not None:
+                self._indexes_touched = True
                 self._usage_vectors.upsert(
                     [r[0] for r in new_rows],
                     np.stack([r[2] for r in new_rows]),
