@@ -64,8 +64,8 @@ LexicalRow = tuple[int, str, str, Sequence[str], Sequence[str]]
 class LexicalIndex:
     """Procedures' words in an in-memory tantivy index, keyed by the store's rowid.
 
-    Not thread-safe for writes on its own; the store serialises them. Searches may run from any
-    thread (tantivy releases the GIL while it searches).
+    Writes and commits are serialised by the index's own lock (the store also calls them under
+    its write lock); searches may run from any thread.
     """
 
     def __init__(self) -> None:
