@@ -882,28 +882,18 @@ class HybridRetriever:
             proto = {c: float(p[j]) for j, c in enumerate(cand)}
         clf = exp.classifier if exp is not None and cfg.classifier_weight > 0 else None
         learned = _softmax(clf.logits(qv, cand, dense, query), 1.0) if clf is not None and len(clf) else None
+        # The experience sources with evidence for this query: (weight, (n,) shares) pairs.
+        exp_sources = [(w, np.array([d.get(c, 0.0) for c in cand])) for w, d in (
+            (cfg.vote_weight, vote), (cfg.prototype_weight, proto), (cfg.lexical_vote_weight, lex_vote)) if d]
+        if learned is not None:
+            exp_sources.append((cfg.classifier_weight, learned))
+        has_experience = bool(exp_sources)
+        # Reported only: the experience value, their weighted mean over every experience source.
         exp_w = cfg.vote_weight + cfg.prototype_weight + cfg.lexical_vote_weight
-        experience = np.array(
-            [cfg.vote_weight * vote.get(c, 0.0) + cfg.prototype_weight * proto.get(c, 0.0)
-             + cfg.lexical_vote_weight * lex_vote.get(c, 0.0) for c in cand],
-            dtype=np.float64,
-        )
-        if learned is not None:
-            experience += cfg.classifier_weight * learned
-            exp_w += cfg.classifier_weight
-        has_experience = bool(vote or lex_vote or proto or learned is not None)
-        # Fuse as a weighted geometric mean (logarithmic opinion pool) of the sources that have
-        # evidence for this query; the linear mix above only reports the experience value.
-        sources = [(cfg.description_weight, desc)]
-        if vote:
-            sources.append((cfg.vote_weight, np.array([vote.get(c, 0.0) for c in cand])))
-        if proto:
-            sources.append((cfg.prototype_weight, np.array([proto[c] for c in cand])))
-        if lex_vote:
-            sources.append((cfg.lexical_vote_weight, np.array([lex_vote.get(c, 0.0) for c in cand])))
-        if learned is not None:
-            sources.append((cfg.classifier_weight, learned))
-        fused = _log_pool(sources, cfg.pool_floor)
+        exp_w += cfg.classifier_weight if learned is not None else 0.0
+        experience = sum((w * p for w, p in exp_sources), np.zeros(len(cand)))
+        # Fused: the weighted geometric mean (logarithmic opinion pool) of the description and them.
+        fused = _log_pool([(cfg.description_weight, desc), *exp_sources], cfg.pool_floor)
 
         # Re-rank the head with the success-rate prior (needs the records), then cut to k.
         head_n = min(len(cand), k + 5)

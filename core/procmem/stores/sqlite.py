@@ -924,13 +924,14 @@ class SQLiteStore(ProcedureStore):
         """
         if self.lexical_min_rows is None:
             return None
-        if self._lock.acquire(blocking=False):
-            try:
-                self._refresh()
-            finally:
-                self._lock.release()
         if self._lexical is not None or self._lexical_queue is not None:
-            return self._lexical
+            if self._lock.acquire(blocking=False):  # may drop the index (another process wrote)
+                try:
+                    self._refresh()
+                finally:
+                    self._lock.release()
+            if self._lexical is not None or self._lexical_queue is not None:
+                return self._lexical
         rows = self._fts_stats()[1]
         if rows < self.lexical_min_rows or not tantivy_available() or not self._lock.acquire(blocking=False):
             return None
