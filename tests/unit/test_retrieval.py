@@ -20,6 +20,7 @@ from procmem.evaluation_retrieval import (
 from procmem.retrieval import (
     HybridRetriever,
     RetrievalConfig,
+    _centred,
     _lexical_query,
     clause_texts,
     embed_procedures,
@@ -364,10 +365,10 @@ def test_feedback_favours_a_candidate_like_the_other_good_matches() -> None:
     first = vecs @ q
     assert int(np.argmax(first)) == 0
     r = HybridRetriever(InMemoryStore(), HashingEmbedder(dim=8), config={"feedback_docs": 3, "feedback_weight": 0.5})
-    moved = r._feedback(q, vecs, first, np.zeros(7))
+    moved = r._feedback(q, vecs, first, np.zeros(7), None)
     assert int(np.argmax(moved)) == 1
     # The lexical share is added back unchanged.
-    np.testing.assert_allclose(r._feedback(q, vecs, first, np.full(7, 0.25)), moved + 0.25, rtol=1e-6)
+    np.testing.assert_allclose(r._feedback(q, vecs, first, np.full(7, 0.25), None), moved + 0.25, rtol=1e-6)
 
 
 def test_feedback_only_without_experience(retriever):
@@ -381,3 +382,52 @@ def test_feedback_only_without_experience(retriever):
     retriever.record_usage("umbrella needed in Leeds today?", ids(retriever)["WeatherTool"])
     off.invalidate()
     assert scores(retriever) == scores(off)
+
+
+def test_centred_scores_rank_as_cosines_to_the_centred_vectors() -> None:
+    rng = np.random.default_rng(7)
+    for _ in range(20):
+        vecs = rng.normal(size=(30, 16)) + 2.0  # a shared component, as sentence embeddings have
+        vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+        q = vecs[:5].mean(axis=0) + rng.normal(scale=0.3, size=16)
+        q /= np.linalg.norm(q)
+        m = vecs.mean(axis=0)
+        got = _centred(vecs @ q, q, vecs, m)
+        centred = vecs - m
+        want = centred @ q / np.linalg.norm(centred, axis=1)
+        assert list(np.argsort(-got)) == list(np.argsort(-want))
+        # A candidate at the typical (root-mean-square) distance from the centroid keeps its cosine.
+        unit_dirs = centred / np.linalg.norm(centred, axis=1, keepdims=True)
+        at_typical = m + math.sqrt(1.0 - float(m @ m)) * unit_dirs
+        np.testing.assert_allclose(_centred(at_typical @ q, q, at_typical, m), at_typical @ q, atol=1e-9)
+
+
+class _FixedQuery:
+    """An embedder whose every query is one given vector (the procedures' vectors are put directly)."""
+
+    def __init__(self, q: np.ndarray) -> None:
+        self.q, self.dim = q.astype(np.float32), len(q)
+
+    def embed_query(self, text: str) -> np.ndarray:
+        return self.q
+
+    def embed_documents(self, texts):
+        return np.tile(self.q, (len(texts), 1))
+
+
+def test_centering_lifts_a_generic_procedure_over_a_specific_one_sharing_the_topic() -> None:
+    def unit(x):
+        return np.asarray(x, np.float32) / np.linalg.norm(x)
+
+    e = np.eye(6)
+    generic = unit(e[0] + 0.2 * e[5])  # close to the centroid of the procedures
+    specific = [unit(0.3 * e[0] + e[i]) for i in (1, 2, 3, 4)]
+    q = unit(0.62 * e[0] + 0.45 * e[1])  # plain cosine: specific[0] 0.795 > generic 0.794
+    store = InMemoryStore()
+    procs = [Procedure(kind="tool", name=f"t{i}", description="x") for i in range(5)]
+    store.put(procs, np.vstack([generic, *specific]))
+    for centering, top, vec in ((True, "t0", generic), (False, "t1", specific[0])):
+        r = HybridRetriever(store, _FixedQuery(q), config={"description_centering": centering, "feedback_docs": 0})
+        best = r.search("zzz", k=1, touch=False)[0]
+        assert best.procedure.name == top
+        assert best.dense == pytest.approx(float(q @ vec), abs=1e-6)  # the reported cosine stays plain

@@ -14,7 +14,7 @@ from procmem.errors import (
     ProcedureNotFoundError,
     SchemaVersionError,
 )
-from procmem.stores import InMemoryStore, SQLiteStore
+from procmem.stores import InMemoryStore, ProcedureStore, SQLiteStore
 from procmem.types import Outcome, Procedure, ProcedureKind, SessionRecord, Usage
 
 BACKENDS = ["memory", "sqlite", "sqlite-tantivy"]
@@ -430,3 +430,20 @@ def test_lexical_search_leaves_out_words_in_half_the_procedures(tmp_path, embedd
     store.put(*_procs(embedder, *({"name": f"other{i}", "description": "other"} for i in range(10))))
     assert store._common_words(["deploy", "report"]) == {"deploy"}  # cached for _DF_TTL seconds
     store.close()
+
+
+def test_mean_embedding_is_the_centroid_per_namespace_and_follows_writes(store, embedder):
+    assert store.mean_embedding() is None
+    here, v_here = _procs(embedder, {"name": "alpha"}, {"name": "beta"}, {"name": "gamma"})
+    there, v_there = _procs(embedder, {"name": "delta", "namespace": "other"})
+    bare = Procedure(name="no vector")  # stored without an embedding: not part of the centroid
+    store.put(here, v_here)
+    store.put(there, v_there)
+    store.put([bare])
+    np.testing.assert_allclose(store.mean_embedding(namespace="default"), v_here.mean(axis=0), atol=1e-6)
+    np.testing.assert_allclose(store.mean_embedding(), np.vstack([v_here, v_there]).mean(axis=0), atol=1e-6)
+    assert store.mean_embedding(namespace="nowhere") is None
+    store.delete(here[0].id)
+    np.testing.assert_allclose(store.mean_embedding(namespace="default"), v_here[1:].mean(axis=0), atol=1e-6)
+    # The contract's default (paging through list and get_embeddings) gives the same centroid.
+    np.testing.assert_allclose(ProcedureStore.mean_embedding(store), store.mean_embedding(), atol=1e-6)

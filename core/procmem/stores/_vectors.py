@@ -482,6 +482,20 @@ class VectorIndex:
         with self._lock:
             return self._get_unlocked(ids)
 
+    def mean(self, *, codes: Sequence[int] | None = None) -> np.ndarray | None:
+        """Return the ``(dim,)`` float32 mean of the live rows (whose code is in ``codes``), or None if none.
+
+        One pass over the matrix (a masked matrix-vector product, no copy of the rows).
+        """
+        with self._lock:
+            live = self._codes[: self._n] >= 0
+            if codes is not None:
+                live &= np.isin(self._codes[: self._n], np.asarray(list(codes), dtype=np.int32))
+            n = int(live.sum())
+            if n == 0:
+                return None
+            return (live.astype(np.float32) @ self._mat[: self._n]) / np.float32(n)
+
     def search(self, vector: np.ndarray, k: int, *, codes: Sequence[int] | None = None,
                allowed: Sequence[str] | None = None, tags: Sequence[str] | None = None) -> list[tuple[str, float]]:
         """Return the ``k`` ids with the highest cosine to ``vector``; see :meth:`_search_unlocked`."""

@@ -33,6 +33,9 @@ __all__ = ["ProcedureStore", "SearchFilter", "with_counters"]
 
 T = TypeVar("T")
 
+#: Procedures read per page by the default :meth:`ProcedureStore.mean_embedding`.
+_PAGE = 1_000
+
 
 def with_counters(procedure: Procedure, **changes: Any) -> Procedure:
     """Return ``procedure`` with the given bookkeeping fields changed (None values are ignored).
@@ -188,6 +191,31 @@ class ProcedureStore(ABC):
     @abstractmethod
     def get_embeddings(self, procedure_ids: Sequence[str]) -> np.ndarray:
         """Return ``(n, dim)`` float32 vectors of the procedures, zero rows where none is stored."""
+
+    def mean_embedding(self, *, namespace: str | None = None) -> np.ndarray | None:
+        """The centroid of the procedure embeddings: their mean, in a namespace or in all.
+
+        The retriever measures description similarity from it (see
+        ``RetrievalConfig.description_centering``). This default pages through :meth:`list` and
+        :meth:`get_embeddings` (procedures without a vector are left out); backends that keep
+        their vectors in memory override it with one pass over them.
+
+        Args:
+            namespace: Only this namespace (None: all).
+
+        Returns:
+            A ``(dim,)`` float32 vector (not normalised), or None when no procedure has one.
+        """
+        total: np.ndarray | None = None
+        n = offset = 0
+        while page := self.list(namespace=namespace, limit=_PAGE, offset=offset):
+            offset += len(page)
+            vecs = np.asarray(self.get_embeddings([p.id for p in page]), dtype=np.float64)
+            vecs = vecs[np.any(vecs != 0.0, axis=1)]
+            if len(vecs):
+                total = vecs.sum(axis=0) if total is None else total + vecs.sum(axis=0)
+                n += len(vecs)
+        return None if total is None else (total / n).astype(np.float32)
 
     # ------------------------------------------------------------------ search
     @abstractmethod

@@ -769,6 +769,13 @@ class ChromaStore(ProcedureStore):
                 out[i] = np.asarray(row["embeddings"], dtype=np.float32)
         return out
 
+    def mean_embedding(self, *, namespace: str | None = None) -> np.ndarray | None:
+        """The mean of the procedure embeddings (in a namespace); see :meth:`ProcedureStore.mean_embedding`."""
+        rows = self._get_all("procedures", where=_where(namespace, vectors_only=True), include=["embeddings"],
+                             operation="mean embedding")
+        vecs = [e for e in rows["embeddings"] if e is not None]
+        return np.asarray(vecs, dtype=np.float32).mean(axis=0) if vecs else None
+
     # ------------------------------------------------------------------ search
     def _query(
         self, collection: str, vector: np.ndarray, k: int, where: dict[str, Any] | None, operation: str

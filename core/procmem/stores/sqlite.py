@@ -845,17 +845,29 @@ class SQLiteStore(ProcedureStore):
     ) -> list[tuple[str, float]]:
         """Cosine search (exact scan, or HNSW candidates re-scored exactly from ``ann_min_rows`` on)."""
         index = self._proc_index()
-        codes = None
-        if namespace is not None or kinds:
-            # Namespace and kind filters are integer codes per row: no SQL, one masked scan.
-            with self._lock:
-                spaces = [namespace] if namespace is not None else list(self._ns_codes)
-                wanted = [getattr(kd, "value", kd) for kd in kinds] if kinds else list(_KINDS)
-                codes = [self._code(ns, kd) for ns in spaces if ns in self._ns_codes for kd in wanted if kd in _KINDS]
-            if not codes:
-                return []
+        codes = self._filter_codes(namespace, kinds)
+        if codes == []:
+            return []
         # The scan holds only the index's own lock, so a lexical search can run meanwhile.
         return index.search(vector, k, codes=codes, tags=list(tags) if tags else None)
+
+    def _filter_codes(self, namespace: str | None, kinds: Sequence[str] | None) -> list[int] | None:
+        """The row codes a namespace and kind filter selects (None: no filter; empty: nothing).
+
+        Namespace and kind filters are integer codes per row: no SQL, one masked scan.
+        """
+        if namespace is None and not kinds:
+            return None
+        with self._lock:
+            spaces = [namespace] if namespace is not None else list(self._ns_codes)
+            wanted = [getattr(kd, "value", kd) for kd in kinds] if kinds else list(_KINDS)
+            return [self._code(ns, kd) for ns in spaces if ns in self._ns_codes for kd in wanted if kd in _KINDS]
+
+    def mean_embedding(self, *, namespace: str | None = None) -> np.ndarray | None:
+        """The mean of the procedure embeddings (in a namespace), from the in-memory vectors."""
+        index = self._proc_index()
+        codes = self._filter_codes(namespace, None)
+        return None if codes == [] else index.mean(codes=codes)
 
     def _fts_stats(self) -> tuple[dict[str, int], int]:
         """The cached document frequencies of query words, and the number of procedures.
