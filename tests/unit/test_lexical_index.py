@@ -6,7 +6,7 @@ import pytest
 
 import procmem.stores.sqlite as sqlite_mod
 from procmem.errors import ConfigurationError
-from procmem.stores import SQLiteStore
+from procmem.stores import InMemoryStore, SQLiteStore
 from procmem.types import Procedure
 
 DESCRIPTIONS = {
@@ -133,6 +133,19 @@ def test_lexical_min_rows_is_checked(tmp_path):
     for bad in (0, -1, 2.5, True, "10"):
         with pytest.raises(ConfigurationError, match="lexical_min_rows"):
             SQLiteStore(tmp_path / "x.sqlite3", lexical_min_rows=bad)
+        with pytest.raises(ConfigurationError, match="lexical_min_rows"):
+            InMemoryStore(lexical_min_rows=bad)
+        with pytest.raises(ConfigurationError, match="ann_min_rows"):
+            InMemoryStore(ann_min_rows=bad)
+
+
+def test_in_memory_store_takes_the_index_thresholds(embedder):
+    store = InMemoryStore(lexical_min_rows=1, ann_min_rows=None)
+    procs = _fill(store, embedder)
+    assert _ids(store.lexical_search("volcano", k=3)) == []
+    assert store.lexical_search("deploy", k=1)[0][0] == procs[0].id
+    assert store._lexical is not None and store.ann_min_rows is None  # tantivy answered; exact vector scans
+    store.close()
 
 
 def test_a_write_that_rolls_back_leaves_the_index_right(tmp_path, embedder):
