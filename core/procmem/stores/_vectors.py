@@ -134,6 +134,8 @@ class VectorIndex:
         self._ann_unavailable = False
         self._ann_searches = 0
         self._ann_recall: deque[float] = deque(maxlen=_ANN_AUDIT_WINDOW)
+        self._writes = 0  # counts upserts and removals, to know a cached mean is current
+        self._means: dict[tuple[int, ...] | None, tuple[int, np.ndarray | None]] = {}
 
     def __len__(self) -> int:
         return len(self._row)
@@ -172,6 +174,7 @@ class VectorIndex:
             tags: n collections of tags (None: no tags on these rows).
         """
         vectors = self._check(vectors)
+        self._writes += 1
         need = self._n + len(ids)
         if need > self._mat.shape[0]:
             cap = max(need, int(self._mat.shape[0] * 1.5) + 64)
@@ -212,6 +215,7 @@ class VectorIndex:
     def _remove_unlocked(self, ids: Sequence[str]) -> None:
         """Remove rows (their slots are masked out, then compacted when half are dead)."""
         removed: list[int] = []
+        self._writes += 1
         for pid in ids:
             row = self._row.pop(pid, None)
             if row is not None:
@@ -485,16 +489,21 @@ class VectorIndex:
     def mean(self, *, codes: Sequence[int] | None = None) -> np.ndarray | None:
         """Return the ``(dim,)`` float32 mean of the live rows (whose code is in ``codes``), or None if none.
 
-        One pass over the matrix (a masked matrix-vector product, no copy of the rows).
+        One pass over the matrix (a masked matrix-vector product, no copy of the rows), kept
+        until the next write.
         """
+        key = None if codes is None else tuple(sorted(set(codes)))
         with self._lock:
+            cached = self._means.get(key)
+            if cached is not None and cached[0] == self._writes:
+                return cached[1]
             live = self._codes[: self._n] >= 0
-            if codes is not None:
-                live &= np.isin(self._codes[: self._n], np.asarray(list(codes), dtype=np.int32))
+            if key is not None:
+                live &= np.isin(self._codes[: self._n], np.asarray(key, dtype=np.int32))
             n = int(live.sum())
-            if n == 0:
-                return None
-            return (live.astype(np.float32) @ self._mat[: self._n]) / np.float32(n)
+            mean = (live.astype(np.float32) @ self._mat[: self._n]) / np.float32(n) if n else None
+            self._means[key] = (self._writes, mean)
+            return mean
 
     def search(self, vector: np.ndarray, k: int, *, codes: Sequence[int] | None = None,
                allowed: Sequence[str] | None = None, tags: Sequence[str] | None = None) -> list[tuple[str, float]]:
