@@ -587,7 +587,6 @@ class HybridRetriever:
         self._exp: _Experience | None = None
         self._exp_count = -1
         self._checked_at = 0.0
-        self._centroids: dict[str | None, tuple[float, np.ndarray | None]] = {}
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
 
     def _pool(self) -> concurrent.futures.ThreadPoolExecutor | None:
@@ -607,7 +606,6 @@ class HybridRetriever:
         with self._lock:
             self._exp = None
             self._exp_count = -1
-            self._centroids.clear()
 
     def _experience(self) -> _Experience | None:
         """Return the in-memory index, rebuilt from the store when its usage count changed."""
@@ -898,7 +896,7 @@ class HybridRetriever:
         # Pseudo-relevance feedback only without experience: past requests bring the query's
         # neighbourhood themselves (see _feedback).
         feedback = cfg.feedback_docs > 0 and cfg.feedback_weight > 0 and not (neighbours or lex_vote or proto_cos)
-        centroid = self._centroid(namespace) if cfg.description_centering else None
+        centroid = self.store.mean_embedding(namespace=namespace) if cfg.description_centering else None
         missing = [c for c in cand if c not in dense]
         vecs = None
         if feedback or centroid is not None:
@@ -1010,18 +1008,6 @@ class HybridRetriever:
         moved /= norm
         cos = vecs @ moved
         return (cos if centroid is None else _centred(cos, moved, vecs, centroid)) + lexical
-
-    def _centroid(self, namespace: str | None) -> np.ndarray | None:
-        """The store's mean procedure embedding in ``namespace``, re-read every ``refresh_interval`` s."""
-        now = time.monotonic()
-        with self._lock:
-            cached = self._centroids.get(namespace)
-        if cached is not None and now - cached[0] < self.config.refresh_interval:
-            return cached[1]
-        centroid = self.store.mean_embedding(namespace=namespace)
-        with self._lock:
-            self._centroids[namespace] = (now, centroid)
-        return centroid
 
     @staticmethod
     def _passes(p: Procedure, namespace: str | None, kinds: Sequence[str] | None, tags: Sequence[str] | None) -> bool:

@@ -425,7 +425,10 @@ def test_centering_lifts_a_generic_procedure_over_a_specific_one_sharing_the_top
     q = unit(0.62 * e[0] + 0.45 * e[1])  # plain cosine: specific[0] 0.795 > generic 0.794
     store = InMemoryStore()
     procs = [Procedure(kind="tool", name=f"t{i}", description="x") for i in range(5)]
-    store.put(procs, np.vstack([generic, *specific]))
+    r = HybridRetriever(store, _FixedQuery(q))
+    store.put(procs[:1], generic[None, :])
+    assert names(r.search("zzz", k=1, touch=False)) == ["t0"]
+    store.put(procs[1:], np.vstack(specific))  # the centroid follows at once (no stale one from above)
     for centering, top, vec in ((True, "t0", generic), (False, "t1", specific[0])):
         r = HybridRetriever(store, _FixedQuery(q), config={"description_centering": centering, "feedback_docs": 0})
         best = r.search("zzz", k=1, touch=False)[0]

@@ -179,3 +179,29 @@ def test_exiting_during_a_background_build_is_clean() -> None:
         done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr
         assert done.stdout.split() == ["True", "True"]
+
+
+def test_mean_follows_upserts_code_changes_removals_and_compaction():
+    rng = np.random.default_rng(3)
+    index = VectorIndex(8, ann_min_rows=None)
+    live: dict[str, tuple[np.ndarray, int]] = {}
+    for step in range(60):
+        if step % 3 == 2 and live:  # remove a few (enough, over time, to trigger compaction)
+            gone = list(rng.choice(sorted(live), size=min(len(live), 4), replace=False))
+            index.remove(gone + ["never-there"])
+            for pid in gone:
+                live.pop(pid)
+        else:  # insert or replace, with a repeated id inside one batch and changing codes
+            ids = [f"p{int(i)}" for i in rng.integers(0, 40, size=6)]
+            vecs = rng.normal(size=(6, 8)).astype(np.float32)
+            codes = [int(c) for c in rng.integers(0, 3, size=6)]
+            index.upsert(ids, vecs, codes)
+            for pid, v, c in zip(ids, vecs, codes, strict=True):
+                live[pid] = (v, c)
+        for codes in (None, [0], [1, 2], [5]):
+            rows = [v for v, c in live.values() if codes is None or c in codes]
+            got = index.mean(codes=codes)
+            if rows:
+                np.testing.assert_allclose(got, np.mean(rows, axis=0), atol=1e-5)
+            else:
+                assert got is None

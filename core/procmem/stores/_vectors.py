@@ -134,8 +134,9 @@ class VectorIndex:
         self._ann_unavailable = False
         self._ann_searches = 0
         self._ann_recall: deque[float] = deque(maxlen=_ANN_AUDIT_WINDOW)
-        self._writes = 0  # counts upserts and removals, to know a cached mean is current
-        self._means: dict[tuple[int, ...] | None, tuple[int, np.ndarray | None]] = {}
+        # Per filter code: the float64 sum of its live rows' vectors and their number (``mean``).
+        self._code_sums = np.zeros((0, dim or 0), dtype=np.float64)
+        self._code_rows = np.zeros(0, dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self._row)
@@ -174,7 +175,8 @@ class VectorIndex:
             tags: n collections of tags (None: no tags on these rows).
         """
         vectors = self._check(vectors)
-        self._writes += 1
+        before = np.fromiter({self._row[pid] for pid in ids if pid in self._row}, dtype=np.int64)
+        self._tally(before, -1)  # their old vectors and codes leave the sums
         need = self._n + len(ids)
         if need > self._mat.shape[0]:
             cap = max(need, int(self._mat.shape[0] * 1.5) + 64)
@@ -196,7 +198,26 @@ class VectorIndex:
             self._codes[row] = codes[i]
             self._set_tags(row, frozenset(tags[i]) if tags is not None else frozenset())
             touched.append(row)
+        self._tally(np.unique(np.asarray(touched, dtype=np.int64)), +1)
         self._ann_changed(touched)
+
+    def _tally(self, rows: np.ndarray, sign: int) -> None:
+        """Add (``sign`` +1) or take away (-1) the vectors of ``rows`` in their codes' sums."""
+        if len(rows) == 0:
+            return
+        codes = self._codes[rows]
+        top = int(codes.max()) + 1
+        if top > len(self._code_rows):
+            sums = np.zeros((top, self.dim or 0), dtype=np.float64)
+            if len(self._code_rows):
+                sums[: len(self._code_rows)] = self._code_sums
+            counts = np.zeros(top, dtype=np.int64)
+            counts[: len(self._code_rows)] = self._code_rows
+            self._code_sums, self._code_rows = sums, counts
+        for code in np.unique(codes):
+            picked = rows[codes == code]
+            self._code_sums[code] += sign * self._mat[picked].sum(axis=0, dtype=np.float64)
+            self._code_rows[code] += sign * len(picked)
 
     def _set_tags(self, row: int, new: frozenset[str]) -> None:
         old = self._tags[row]
@@ -215,7 +236,7 @@ class VectorIndex:
     def _remove_unlocked(self, ids: Sequence[str]) -> None:
         """Remove rows (their slots are masked out, then compacted when half are dead)."""
         removed: list[int] = []
-        self._writes += 1
+        self._tally(np.fromiter({self._row[pid] for pid in ids if pid in self._row}, dtype=np.int64), -1)
         for pid in ids:
             row = self._row.pop(pid, None)
             if row is not None:
@@ -489,21 +510,15 @@ class VectorIndex:
     def mean(self, *, codes: Sequence[int] | None = None) -> np.ndarray | None:
         """Return the ``(dim,)`` float32 mean of the live rows (whose code is in ``codes``), or None if none.
 
-        One pass over the matrix (a masked matrix-vector product, no copy of the rows), kept
-        until the next write.
+        Read from per-code sums kept up to date by every write, so it costs nothing per row.
         """
-        key = None if codes is None else tuple(sorted(set(codes)))
         with self._lock:
-            cached = self._means.get(key)
-            if cached is not None and cached[0] == self._writes:
-                return cached[1]
-            live = self._codes[: self._n] >= 0
-            if key is not None:
-                live &= np.isin(self._codes[: self._n], np.asarray(key, dtype=np.int32))
-            n = int(live.sum())
-            mean = (live.astype(np.float32) @ self._mat[: self._n]) / np.float32(n) if n else None
-            self._means[key] = (self._writes, mean)
-            return mean
+            picked = np.arange(len(self._code_rows)) if codes is None else np.asarray(
+                [c for c in set(codes) if 0 <= c < len(self._code_rows)], dtype=np.int64)
+            n = int(self._code_rows[picked].sum()) if len(picked) else 0
+            if n == 0:
+                return None
+            return (self._code_sums[picked].sum(axis=0) / n).astype(np.float32)
 
     def search(self, vector: np.ndarray, k: int, *, codes: Sequence[int] | None = None,
                allowed: Sequence[str] | None = None, tags: Sequence[str] | None = None) -> list[tuple[str, float]]:

@@ -95,6 +95,10 @@ _TOKEN = re.compile(r"\w+", re.UNICODE)
 _PREFIX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,400}$")
 _COLLECTIONS = ("procedures", "versions", "usages", "outcomes", "sessions", "meta")
 _PAGE = 5000
+#: A centroid over at least this many vectors is reused for up to ``_MEAN_TTL`` seconds after
+#: the collection changes: recomputing it reads every vector.
+_MEAN_LARGE = 1_000
+_MEAN_TTL = 30.0
 
 
 def _default_path() -> Path:
@@ -250,6 +254,8 @@ class ChromaStore(ProcedureStore):
         self._seq_lock = threading.Lock()
         self._last_seq = 0
         self._dim: int | None = None
+        # namespace -> (collection size, time, centroid, vectors in it); see mean_embedding.
+        self._means: dict[str | None, tuple[int, float, np.ndarray | None, int]] = {}
         settings = Settings(anonymized_telemetry=False)
         if client is not None:
             self._client = client
@@ -770,11 +776,25 @@ class ChromaStore(ProcedureStore):
         return out
 
     def mean_embedding(self, *, namespace: str | None = None) -> np.ndarray | None:
-        """The mean of the procedure embeddings (in a namespace); see :meth:`ProcedureStore.mean_embedding`."""
+        """The mean of the procedure embeddings (in a namespace); see :meth:`ProcedureStore.mean_embedding`.
+
+        Computing it reads every vector, so it is cached: recomputed when the collection's size
+        changes (any process's insert or delete), except that a centroid of ``_MEAN_LARGE`` or
+        more vectors is kept for up to ``_MEAN_TTL`` seconds, where one write moves it little.
+        An update that keeps the size is seen when the size next changes.
+        """
+        with self._op("count"):
+            size = int(self._col("procedures").count())
+        now = time.monotonic()
+        cached = self._means.get(namespace)
+        if cached is not None and (cached[0] == size or (cached[3] >= _MEAN_LARGE and now - cached[1] < _MEAN_TTL)):
+            return cached[2]
         rows = self._get_all("procedures", where=_where(namespace, vectors_only=True), include=["embeddings"],
                              operation="mean embedding")
         vecs = [e for e in rows["embeddings"] if e is not None]
-        return np.asarray(vecs, dtype=np.float32).mean(axis=0) if vecs else None
+        mean = np.asarray(vecs, dtype=np.float32).mean(axis=0) if vecs else None
+        self._means[namespace] = (size, now, mean, len(vecs))
+        return mean
 
     # ------------------------------------------------------------------ search
     def _query(
