@@ -9,9 +9,9 @@ their evidence into one score:
   Robertson & Zaragoza, "The Probabilistic Relevance Framework: BM25 and Beyond", 2009), turned
   into a distribution over the candidates with a softmax at temperature
   ``description_temperature``. The cosine is measured from the centroid of the procedures
-  (``description_centering``; see :func:`_centred`). While the query has no experience evidence, the cosine is that of
-  a query moved toward its ``feedback_docs`` best matches (pseudo-relevance feedback, Rocchio
-  1971; see :meth:`HybridRetriever._feedback`);
+  (``description_centering``; see :func:`_centred`). While the query has no experience
+  evidence, the cosine is that of a query moved toward its ``feedback_docs`` best matches
+  (pseudo-relevance feedback, Rocchio 1971; see :meth:`HybridRetriever._feedback`);
 * **experience** evidence, from past requests recorded with :meth:`HybridRetriever.record_usage`:
 
   - *dense kNN voting*: the ``neighbours`` most similar past requests (``store.usage_search``)

@@ -203,9 +203,10 @@ class VectorIndex:
 
     def _tally(self, rows: np.ndarray, sign: int) -> None:
         """Add (``sign`` +1) or take away (-1) the vectors of ``rows`` in their codes' sums."""
+        codes = self._codes[rows]
+        rows, codes = rows[codes >= 0], codes[codes >= 0]  # -1 marks a removed row
         if len(rows) == 0:
             return
-        codes = self._codes[rows]
         top = int(codes.max()) + 1
         if top > len(self._code_rows):
             sums = np.zeros((top, self.dim or 0), dtype=np.float64)

@@ -197,8 +197,8 @@ class ProcedureStore(ABC):
 
         The retriever measures description similarity from it (see
         ``RetrievalConfig.description_centering``). This default pages through :meth:`list` and
-        :meth:`get_embeddings` (procedures without a vector are left out); backends that keep
-        their vectors in memory override it with one pass over them.
+        :meth:`get_embeddings` (procedures without a vector are left out); the SQLite stores
+        override it with sums kept up to date by each write, and Chroma with a cached pass.
 
         Args:
             namespace: Only this namespace (None: all).
