@@ -46,6 +46,7 @@ _ANN_TARGET_RECALL = 0.95  # mean audited recall of the top k below which the se
 _ANN_MAX_EXPANSION = 1_024  # widest efSearch tried
 _ANN_MIN_RECALL = 0.9  # mean audited recall below which a graph searched at the widest is dropped
 _ANN_BUILD_CHUNK = 4_096  # rows per add call of a background build (a stopped build ends after one)
+_TALLY_CHUNK = 8_192  # rows summed at a time into the per-code sums behind ``mean``
 _ann_missing_logged = False
 # Running graph builds (thread -> its index), stopped at exit. The thread, not the index's
 # current one: a dropped build (closed store, compaction) still runs until its chunk ends.
@@ -217,7 +218,10 @@ class VectorIndex:
             self._code_sums, self._code_rows = sums, counts
         for code in np.unique(codes):
             picked = rows[codes == code]
-            self._code_sums[code] += sign * self._mat[picked].sum(axis=0, dtype=np.float64)
+            # In chunks, so loading a million rows never copies them all at once.
+            for at in range(0, len(picked), _TALLY_CHUNK):
+                chunk = picked[at:at + _TALLY_CHUNK]
+                self._code_sums[code] += sign * self._mat[chunk].sum(axis=0, dtype=np.float64)
             self._code_rows[code] += sign * len(picked)
 
     def _set_tags(self, row: int, new: frozenset[str]) -> None:
