@@ -5,7 +5,7 @@ import threading
 import pytest
 
 import procmem.stores.sqlite as sqlite_mod
-from procmem.errors import ConfigurationError
+from procmem.errors import ConfigurationError, InvalidProcedureError
 from procmem.stores import InMemoryStore, SQLiteStore
 from procmem.types import Procedure
 
@@ -149,8 +149,6 @@ def test_in_memory_store_takes_the_index_thresholds(embedder):
 
 
 def test_a_write_that_rolls_back_leaves_the_index_right(tmp_path, embedder):
-    from procmem.errors import InvalidProcedureError
-
     store = SQLiteStore(tmp_path / "s.sqlite3", lexical_min_rows=1)
     procs = _fill(store, embedder)
     assert _ids(store.lexical_search("database", k=3)) == [procs[1].id]

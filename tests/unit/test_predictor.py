@@ -4,6 +4,7 @@ import pytest
 from procmem.embeddings import HashingEmbedder
 from procmem.errors import ConfigurationError, InvalidSessionError
 from procmem.prediction import PEERS, IPAMPredictor, MarkovPredictor, NextActionPredictor, PPMPredictor
+from procmem.prediction.predictor import _ContextTree
 from procmem.types import SessionRecord
 
 FLOW = ["git status", "git add .", "git commit -m update", "git push"]
@@ -289,3 +290,16 @@ def test_program_first_puts_the_most_likely_program_first():
     assert ranked[False][0] == "git status"
     assert ranked[True][0] in ("ls -a", "ls -l")
     assert set(ranked[True]) == set(ranked[False])  # the same candidates, only the first moved
+
+
+def test_context_tree_counts_every_suffix_and_answers_only_whole_contexts():
+    tree = _ContextTree()
+    seq = ["a", "b", "c", "a", "b", "d"]
+    for i in range(1, len(seq)):
+        tree.count(reversed(seq[max(0, i - 3):i]), seq[i])
+    assert tree.followers_of(("b",)) == {"c": 1, "d": 1}  # most recent symbol first
+    assert tree.followers_of(("b", "a")) == {"c": 1, "d": 1}
+    assert tree.followers_of(("c", "b", "a")) == {"a": 1}
+    assert tree.followers_of(("b", "x")) == {}  # 'x b' never seen, though 'b' was
+    assert tree.followers_of(()) == {}
+    assert dict(tree.contexts())[("a", "b")] == {"c": 1, "d": 1}  # oldest symbol first

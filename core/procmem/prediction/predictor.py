@@ -248,6 +248,11 @@ class _ContextTree:
             node = child
         return out
 
+    def followers_of(self, recent: Sequence[str]) -> dict[str, int]:
+        """What followed the whole context ``recent`` (most recent symbol first); empty if never seen."""
+        nodes = self.nodes(recent)
+        return self.followers[nodes[-1]] if len(nodes) == len(recent) and nodes else {}
+
     def contexts(self) -> Iterator[tuple[tuple[str, ...], dict[str, int]]]:
         """Every context but the empty one, oldest symbol first, with its followers (in no particular order)."""
         stack: list[tuple[tuple[str, ...], int]] = [((), 0)]
@@ -302,8 +307,8 @@ def _gc_paused() -> Iterator[None]:
     none of them in reference cycles; the collector would scan them again and again as the
     model grows (~10% of kypo's replay time), where paused it scans them once, at its next
     collection (which re-enabling it soon triggers; the context trees keep their many
-    per-context objects out of its sight, see ``_ContextTree``). Mercurial's ``nogc`` decorator does the same around its
-    bulk loads.
+    per-context objects out of its sight, see ``_ContextTree``). Mercurial's ``nogc``
+    decorator does the same around its bulk loads.
     """
     enabled = gc.isenabled()
     gc.disable()
@@ -1180,8 +1185,7 @@ class NextActionPredictor:
         if n and longest == 0 and self.embedder is not None and self.embed_actions:
             near = self._similar_action(hist[-1])
             if near is not None:
-                nodes = self._next.nodes((near[0],))
-                d = self._next.followers[nodes[0]] if nodes else {}
+                d = self._next.followers_of((near[0],))
                 tot = sum(d.values()) + 1.0
                 for a, c in d.items():
                     vec(a)[i_sim] = lg(near[1] * c / tot)
@@ -1534,8 +1538,7 @@ class NextActionPredictor:
             if k == 0:
                 return f"most frequent action overall{rate}"
             ctx = tuple(hist[-k:])
-            nodes = self._next.nodes(reversed(ctx))
-            seen = sum(self._next.followers[nodes[-1]].values()) if len(nodes) == k else 0
+            seen = sum(self._next.followers_of(ctx[::-1]).values())
             tail = " → ".join(f"'{c}'" for c in ctx[-2:])
             more = "most recently " if name.startswith("last") else ""
             return f"{more}after {tail} (order-{k} context, seen {seen}×{rate})"
@@ -1562,10 +1565,9 @@ class NextActionPredictor:
 
     def _suggest(self, live: _Live, action: str, task: str | None, n: int = 2) -> list[str]:
         """Up to ``n`` likely actions after ``action`` taken in the session ``live``."""
-        nodes = self._tnext.nodes((normalize_action(action).template,))
-        if not nodes:
+        d = self._tnext.followers_of((normalize_action(action).template,))
+        if not d:
             return []
-        d = self._tnext.followers[nodes[0]]
         out: list[str] = []
         after: _Live | None = None
         for nt, _ in sorted(d.items(), key=lambda x: -x[1]):
