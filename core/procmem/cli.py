@@ -15,6 +15,7 @@ from typing import Any
 try:
     import typer
     from rich.console import Console
+    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 except ImportError as exc:  # pragma: no cover - depends on the install
@@ -63,7 +64,7 @@ def _memory(db: Path | None, namespace: str, embedder: str) -> Any:
 
 
 def _fail(message: str, code: int = 1) -> None:
-    err_console.print(f"[bold red]error:[/] {message}")
+    err_console.print(f"[bold red]error:[/] {escape(message)}")
     raise typer.Exit(code)
 
 
@@ -84,7 +85,7 @@ def learn(
         if not paths:
             _fail("no shell history found ($HISTFILE, ~/.bash_history, ~/.zsh_history, fish_history); "
                   "pass a file: procmem learn PATH")
-        console.print("Learning from your shell history: " + ", ".join(str(p) for p in paths))
+        console.print("Learning from your shell history: " + escape(", ".join(str(p) for p in paths)))
     memory = _memory(db, namespace, embedder)
     total_new = 0
     for path in paths:
@@ -99,13 +100,13 @@ def learn(
             task = progress.add_task(f"learning {path.name}", total=len(sessions))
             new = memory.learn_sessions(sessions, progress=lambda n, t=task: progress.update(t, completed=n))
         total_new += new
-        console.print(f"{path}: {result.format}, {result.entries} actions, {len(sessions)} sessions "
+        console.print(f"{escape(str(path))}: {result.format}, {result.entries} actions, {len(sessions)} sessions "
                       f"({new} new), {result.skipped_lines} lines skipped")
         for w in result.warnings[:5]:
-            err_console.print(f"[yellow]warning:[/] {w}")
+            err_console.print(f"[yellow]warning:[/] {escape(w)}")
     stats = memory.stats()
     console.print(f"[green]Learned {total_new} new sessions.[/] Memory holds {stats['sessions']} sessions and "
-                  f"{stats['learned_workflows']} learned workflows in {stats['path']}")
+                  f"{stats['learned_workflows']} learned workflows in {escape(str(stats['path']))}")
 
 
 def _latest_context(n: int = 5) -> list[str]:
@@ -122,14 +123,15 @@ def _latest_context(n: int = 5) -> list[str]:
 
 
 def _print_predictions(preds: list[Any], context: list[str]) -> None:
-    table = Table(title="after: " + " ⟶ ".join(context[-3:]) if context else "next action")
+    table = Table(title="after: " + escape(" ⟶ ".join(context[-3:])) if context else "next action")
     table.add_column("#", justify="right")
     table.add_column("next action", style="bold")
     table.add_column("confidence", justify="right")
     table.add_column("reason")
     table.add_column("then")
     for i, p in enumerate(preds, 1):
-        table.add_row(str(i), p.action, f"{p.confidence:.1%}", p.reason, ", ".join(p.suggestions[:2]))
+        table.add_row(str(i), escape(p.action), f"{p.confidence:.1%}", escape(p.reason),
+                      escape(", ".join(p.suggestions[:2])))
     console.print(table)
 
 
@@ -174,10 +176,11 @@ def patterns(
     for col in ("pattern", "count", "success rate"):
         table.add_column(col)
     for r in rows:
-        steps = r.get("pattern") or r.get("actions") or r.get("steps")
-        text = " ⟶ ".join(steps) if isinstance(steps, list) else str(steps)
-        sr = r.get("success_rate")
-        table.add_row(text, str(r.get("count", "")), "" if sr is None else f"{sr:.0%}")
+        text = " ⟶ ".join(r["steps"])
+        # The observed rate of the sessions whose outcome is known (shell histories record none).
+        known = r["successes"] + r["failures"]
+        rate = f"{r['successes'] / known:.0%} of {known}" if known else "unknown"
+        table.add_row(escape(text), str(r["count"]), rate)
     console.print(table)
 
 
@@ -198,10 +201,10 @@ def workflows(
     shown.sort(key=lambda w: (-w.metadata.get("support", 0), -len(w.steps)))
     for w in shown:
         meta = w.metadata
-        console.print(f"[bold]{w.id}[/] v{w.version} [{meta.get('status')}] seen in {meta.get('support')} sessions, "
-                      f"{meta.get('success_rate', 0):.0%} successful")
+        console.print(f"[bold]{escape(w.id)}[/] v{w.version} \\[{meta.get('status')}] seen in {meta.get('support')} "
+                      f"sessions, {meta.get('success_rate', 0):.0%} successful")
         for i, s in enumerate(w.steps, 1):
-            console.print(f"   {i}. {s.action}")
+            console.print(f"   {i}. {escape(s.action)}")
 
 
 @app.command()
@@ -222,11 +225,11 @@ def search(
 ) -> None:
     """Search stored procedures (dense + BM25 + past experience)."""
     memory = _memory(db, namespace, embedder)
-    table = Table(title=f"procedures for: {query}")
+    table = Table(title=f"procedures for: {escape(query)}")
     for col in ("score", "kind", "name", "why"):
         table.add_column(col)
     for r in memory.search(query, k=k, kinds=[kind] if kind else None):
-        table.add_row(f"{r.score:.3f}", r.procedure.kind.value, r.procedure.name, r.reason)
+        table.add_row(f"{r.score:.3f}", r.procedure.kind.value, escape(r.procedure.name), escape(r.reason))
     console.print(table)
 
 
@@ -249,7 +252,7 @@ def graph(
         n = write_graph(g, output, max_nodes=max_nodes)
     except ProcMemError as exc:
         _fail(str(exc))
-    console.print(f"Wrote {output} ({n} actions).")
+    console.print(f"Wrote {escape(str(output))} ({n} actions).")
 
 
 @app.command()
@@ -300,7 +303,7 @@ def eval_next_action(
             )
         except (ProcMemError, OSError) as exc:
             _fail(str(exc))
-    table = Table(title=f"{data.name}: {report.sessions} sessions, {report.targets} targets, scope {scope}")
+    table = Table(title=f"{escape(data.name)}: {report.sessions} sessions, {report.targets} targets, scope {scope}")
     table.add_column("model", no_wrap=True, min_width=9)
     for col in ("top-1", "top-3", "MRR@10", "prog. top-1", "prog. top-3", "ECE", "p50 ms", "p99 ms"):
         table.add_column(col, justify="right")
@@ -338,7 +341,7 @@ def main() -> None:
     try:
         app()
     except ProcMemError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}")
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}")
         sys.exit(1)
 
 

@@ -21,6 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from rich.console import Console
+    from rich.markup import escape
 
     from procmem.cli import _print_predictions
     from procmem.graphs import write_graph
@@ -46,12 +47,12 @@ def main(argv: list[str] | None = None) -> int:
         try:
             result = load_history(path)
         except (ProcMemError, OSError) as exc:
-            console.print(f"[red]cannot read {path}:[/] {exc}")
+            console.print(f"[red]cannot read {escape(str(path))}:[/] {escape(str(exc))}")
             continue
         start = time.perf_counter()
         memory.learn_sessions(result.sessions)
         took = time.perf_counter() - start
-        console.print(f"Learned [bold]{path}[/] ({result.format}): {result.entries} actions in "
+        console.print(f"Learned [bold]{escape(str(path))}[/] ({result.format}): {result.entries} actions in "
                       f"{len(result.sessions)} sessions, {took:.1f} s")
         if result.sessions:
             last_context = result.sessions[-1].actions[-3:]
@@ -66,10 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     console.print(f"\n[bold]{len(learned)} mined workflows[/] (showing up to 5)")
     for w in learned[:5]:
         console.print(f"  seen in {w.metadata['support']} sessions, {w.metadata['success_rate']:.0%} successful: "
-                      + " ⟶ ".join(s.action for s in w.steps))
+                      + escape(" ⟶ ".join(s.action for s in w.steps)))
     picture = args.out / "workflow-graph.png"
     write_graph(memory.workflow_graph(), picture, max_nodes=25)
-    console.print(f"\nWorkflow graph: {picture}   memory: {db}")
+    console.print(f"\nWorkflow graph: {escape(str(picture))}   memory: {escape(str(db))}")
     return 0
 
 

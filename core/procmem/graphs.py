@@ -61,9 +61,12 @@ def write_graph(graph: nx.DiGraph, path: str | os.PathLike[str], *, max_nodes: i
             from networkx.drawing.nx_pydot import to_pydot
         except ImportError as exc:  # pragma: no cover
             raise ConfigurationError("DOT export needs pydot: pip install 'procmem[cli]'") from exc
+        def quoted(action: object) -> str:  # a DOT string: backslashes and quotes escaped
+            return '"' + str(action).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
         clean = nx.DiGraph()
         for u, v, d in sub.edges(data=True):
-            clean.add_edge(f'"{u}"', f'"{v}"', label=f'"{int(d.get("weight", 0))}"')
+            clean.add_edge(quoted(u), quoted(v), label=f'"{int(d.get("weight", 0))}"')
         path.write_text(to_pydot(clean).to_string(), encoding="utf-8")
     elif suffix in (".png", ".svg"):
         try:

@@ -14,7 +14,9 @@ the procedure APIs of the five design seeds under one set of names:
 * seed 001 (OmniMemory): ``learn_session`` (``learn_workflow``), ``predict_next_action``,
   ``patterns``, ``save`` / ``load``.
 
-Every method has an ``a``-prefixed async twin that runs it in a worker thread.
+The methods an agent calls in its loop (CRUD, search, usages and outcomes, the seeds' store /
+execute / skill calls, ``learn_session``, ``predict_next_action``, ``consolidate``) have an
+``a``-prefixed async twin that runs it in a worker thread.
 """
 
 from __future__ import annotations
@@ -320,8 +322,17 @@ class ProceduralMemory:
         limit: int | None = None,
         offset: int = 0,
     ) -> list[Procedure]:
-        """List procedures of a namespace, optionally by kind, tags and category."""
-        kinds = None if kind is None else [ProcedureKind(kind).value]
+        """List procedures of a namespace, optionally by kind, tags and category.
+
+        Raises:
+            ValidationError: ``kind`` is not one of skill, workflow, tool, persona.
+        """
+        try:
+            kinds = None if kind is None else [ProcedureKind(kind).value]
+        except ValueError:
+            raise ValidationError(
+                f"kind must be one of {[k.value for k in ProcedureKind]}, got {kind!r}", field="kind", value=kind
+            ) from None
         return self.store.list(
             namespace=self._ns(namespace), kinds=kinds, tags=tags, category=category, limit=limit, offset=offset
         )

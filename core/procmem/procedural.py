@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -104,8 +105,19 @@ class ToolResult(pydantic.BaseModel):
     duration: float = 0.0
 
 
+# A NumPy-style section header over a dashed underline. docstring_parser reads one only when the
+# underline is exactly as long as the title and the title has no colon; MemoRizz's examples
+# write "Parameters:" over 11 dashes, which it would leave in the description.
+_SECTION = re.compile(r"^([ \t]*)([A-Za-z][A-Za-z ]*?):?[ \t]*\n[ \t]*-{3,}[ \t]*$", re.MULTILINE)
+
+
+def _docstring(fn: Callable[..., Any]) -> docstring_parser.Docstring:
+    text = _SECTION.sub(lambda m: f"{m[1]}{m[2]}\n{m[1]}{'-' * len(m[2])}", inspect.getdoc(fn) or "")
+    return docstring_parser.parse(text)
+
+
 def _signature_model(fn: Callable[..., Any], name: str) -> tuple[type[pydantic.BaseModel], str]:
-    doc = docstring_parser.parse(inspect.getdoc(fn) or "")
+    doc = _docstring(fn)
     described = {p.arg_name: (p.description or "") for p in doc.params}
     fields: dict[str, Any] = {}
     for p in inspect.signature(fn).parameters.values():

@@ -70,7 +70,7 @@ import math
 import re
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,7 +80,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from procmem.embeddings.base import Embedder, normalize_rows
 from procmem.errors import ProcedureNotFoundError, ValidationError
 from procmem.stores.base import ProcedureStore
-from procmem.types import Procedure, SearchResult, Usage
+from procmem.types import Procedure, ProcedureKind, SearchResult, Usage
 
 __all__ = ["HybridRetriever", "RetrievalConfig", "embed_procedures", "retrieval_text"]
 
@@ -785,7 +785,7 @@ class HybridRetriever:
 
     # ------------------------------------------------------------------ searching
     @staticmethod
-    def _validate(query: Any, k: Any, min_score: Any, namespace: Any) -> None:
+    def _validate(query: Any, k: Any, min_score: Any, namespace: Any, kinds: Any = None) -> None:
         if not isinstance(query, str) or not query.strip():
             raise ValidationError(f"query must be a non-blank str, got {query!r}", field="query", value=query)
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
@@ -798,6 +798,13 @@ class HybridRetriever:
         if namespace is not None and (not isinstance(namespace, str) or not namespace.strip()):
             raise ValidationError(f"namespace must be a non-blank str or None, got {namespace!r}",
                                   field="namespace", value=namespace)
+        known = [kind.value for kind in ProcedureKind]
+        if kinds is not None and (
+            isinstance(kinds, (str, bytes))
+            or not isinstance(kinds, Collection)
+            or any(getattr(x, "value", x) not in known for x in kinds)
+        ):
+            raise ValidationError(f"kinds must be a list of {known} or None, got {kinds!r}", field="kinds", value=kinds)
 
     def search(
         self,
@@ -826,9 +833,10 @@ class HybridRetriever:
             the query's best, in [0, 1]), ``experience`` (in [0, 1]) and a ``reason``.
 
         Raises:
-            ValidationError: Blank query, ``k < 1``, non-finite ``min_score``, blank namespace.
+            ValidationError: Blank query, ``k < 1``, non-finite ``min_score``, blank namespace,
+                unknown kind.
         """
-        self._validate(query, k, min_score, namespace)
+        self._validate(query, k, min_score, namespace, kinds)
         kinds_v = [getattr(x, "value", x) for x in kinds] if kinds else None
         tags_v = list(tags) if tags else None
         cfg = self.config

@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from procmem.cli import app
+from procmem.errors import ProcMemError
 
 runner = CliRunner()
 
@@ -144,3 +145,39 @@ def test_eval_retrieval_learns_usages_and_writes_predictions(env):
     lines = [json.loads(x) for x in out.read_text().splitlines()]
     assert [line["query_index"] for line in lines] == [0, 1]
     assert lines[0]["tools"][0] == "WeatherNow" and lines[1]["tools"][0] == "FlightFinder"
+
+
+def test_commands_with_brackets_and_quotes_are_shown_verbatim(env):
+    # Rich reads "[...]" as markup: "[a-z]" vanished and "[/tmp]" crashed workflows and predict.
+    hist = env / "zsh_history"
+    t = int(time.time()) - 100_000
+    lines = []
+    for _ in range(3):
+        for cmd in ["cd /srv", 'grep -r "[a-z]+" src', "ls [/tmp]", "echo ${arr[@]}"]:
+            t += 30
+            lines.append(f": {t}:0;{cmd}")
+        t += 7200
+    hist.write_text("\n".join(lines) + "\n")
+    assert runner.invoke(app, ["learn", str(hist)]).exit_code == 0
+    wf = runner.invoke(app, ["workflows"])
+    assert wf.exit_code == 0, wf.output
+    assert "[promoted]" in wf.output and 'grep -r "[a-z]+" src' in wf.output and "ls [/tmp]" in wf.output
+    pred = runner.invoke(app, ["predict", "cd /srv", 'grep -r "[a-z]+" src'], terminal_width=200)
+    assert pred.exit_code == 0, pred.output
+    assert "ls [/tmp]" in pred.output
+    pat = runner.invoke(app, ["patterns"], terminal_width=200)
+    assert pat.exit_code == 0 and "${arr[@]}" in pat.output
+    # Shell histories record no outcome: no made-up 50% success rate.
+    assert "unknown" in pat.output and "50%" not in pat.output
+    dot = env / "graph.dot"
+    assert runner.invoke(app, ["graph", "--output", str(dot)]).exit_code == 0
+    import pydot
+
+    edges = {(e.get_source(), e.get_destination()) for e in pydot.graph_from_dot_file(str(dot))[0].get_edges()}
+    assert ('"cd <PATH>"', '"grep -r \\"<STR>\\" src"') in edges
+
+
+def test_search_with_unknown_kind_names_it(env):
+    result = runner.invoke(app, ["search", "deploy", "--kind", "workflows"])  # main() prints it as "error: ..."
+    assert result.exit_code == 1 and isinstance(result.exception, ProcMemError)
+    assert "workflows" in str(result.exception)

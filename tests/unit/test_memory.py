@@ -242,6 +242,39 @@ def test_toolbox_register_schema_discover_execute(memory):
         toolbox.execute_tool("nope")
 
 
+def test_toolbox_reads_memorizz_style_numpy_docstring(memory):
+    # Seed 000's example: "Parameters:" / "Returns:" over dashed underlines of another length.
+    def get_order_status(order_id: str) -> str:
+        """
+        Retrieve the current status of a customer order.
+
+        Parameters:
+        -----------
+        order_id : str
+            The unique identifier for the customer order
+
+        Returns:
+        --------
+        str
+            Current status of the order
+        """
+        return f"Order {order_id} is currently being processed"
+
+    tool = Toolbox(memory).register_tool(get_order_status)
+    assert tool.description == "Retrieve the current status of a customer order."
+    assert tool.schema["properties"]["order_id"]["description"] == "The unique identifier for the customer order"
+
+
+def test_unknown_kind_is_an_error_not_an_empty_result(memory):
+    memory.store_procedure("deploy", ["git pull", "make deploy"], description="Deploy the app")
+    assert [r.procedure.id for r in memory.search("deploy", kinds=["workflow"])] == ["deploy"]
+    for bad in (["workflows"], "workflow"):
+        with pytest.raises(ValidationError, match="kinds"):
+            memory.search("deploy", kinds=bad)
+    with pytest.raises(ValidationError, match="kind"):
+        memory.list(kind="workflows")
+
+
 def test_workflow_create_execute_with_conditions(memory):
     log = []
     memory.registry.register(lambda: log.append("ack") or "ok", name="acknowledge")
