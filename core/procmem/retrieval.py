@@ -35,8 +35,11 @@ their evidence into one score:
     ``classifier_epochs`` passes (within ``classifier_budget`` example-steps), then one step per
     batch of new usages, and from scratch again whenever the number of past requests doubles.
     Where kNN and prototypes describe each procedure's requests, the classifier learns what
-    separates near-duplicate procedures. It is used while at most ``classifier_max_classes``
-    procedures have usages (its cost grows with that number);
+    separates near-duplicate procedures. It is consulted once it has been trained from scratch
+    on ``classifier_min_usages`` past requests (with a handful, SGD steps on single requests
+    tie common words to whichever procedure they came last; the kNN votes and prototypes are
+    what few examples support) and while at most ``classifier_max_classes`` procedures have
+    usages (its cost grows with that number);
 
 * a **prior**: the procedure's Laplace-smoothed success rate (reported outcomes and recorded
   usages), centred on 0.5.
@@ -207,6 +210,8 @@ class RetrievalConfig(BaseModel):
             requests are kept when the passes must be cut), so reopening a large memory stays fast.
         classifier_max_classes: The classifier is used only while at most this many procedures
             have successful past requests.
+        classifier_min_usages: The classifier is consulted only once it has been trained from
+            scratch on at least this many past requests.
         use_experience_index: Keep the in-memory prototypes, classifier and lexical index of past
             requests; False uses the store's dense kNN vote only.
         refresh_interval: Seconds between checks that the store's usage count still matches the
@@ -243,6 +248,7 @@ class RetrievalConfig(BaseModel):
     classifier_epochs: int = Field(default=5, ge=0, le=1_000)
     classifier_budget: int = Field(default=50_000, ge=0)
     classifier_max_classes: int = Field(default=2_000, ge=0)
+    classifier_min_usages: int = Field(default=32, ge=1)
     use_experience_index: bool = True
     refresh_interval: float = Field(default=2.0, ge=0.0, allow_inf_nan=False)
 
@@ -749,7 +755,8 @@ class HybridRetriever:
         with self._lock:
             # One SGD pass per new batch drifts from a full fit; retrain from scratch (lazily, on
             # the next search) each time the number of past requests doubles: O(log n) refits.
-            grown = exp is not None and exp.classifier is not None and len(exp) >= 2 * max(exp.fitted, 16)
+            grown = exp is not None and exp.classifier is not None and len(exp) >= max(
+                2 * exp.fitted, self.config.classifier_min_usages)
             if grown and self._exp is exp:
                 self.invalidate()
         return len(usages)
@@ -927,7 +934,8 @@ class HybridRetriever:
             # A procedure without past requests is its own prototype (its description).
             p = _softmax(np.array([proto_cos.get(c, dense[c]) for c in cand]), cfg.prototype_temperature)
             proto = {c: float(p[j]) for j, c in enumerate(cand)}
-        clf = exp.classifier if exp is not None and cfg.classifier_weight > 0 else None
+        clf = exp.classifier if (exp is not None and cfg.classifier_weight > 0
+                                 and exp.fitted >= cfg.classifier_min_usages) else None
         learned = _softmax(clf.logits(qv, cand, dense, query), 1.0) if clf is not None and len(clf) else None
         # The experience sources with evidence for this query: (weight, (n,) shares) pairs.
         exp_sources = [(w, np.array([d.get(c, 0.0) for c in cand])) for w, d in (

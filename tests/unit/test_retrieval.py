@@ -245,7 +245,26 @@ def test_loaders_name_file_and_line(tmp_path):
 
 
 CLASSIFIER_ONLY = {"vote_weight": 0.0, "prototype_weight": 0.0, "lexical_vote_weight": 0.0,
-                   "description_weight": 0.0, "prior_weight": 0.0, "lexical_share": 0.0}
+                   "description_weight": 0.0, "prior_weight": 0.0, "lexical_share": 0.0,
+                   "classifier_min_usages": 1}
+
+
+def test_a_few_usages_make_their_requests_rank_higher_not_lower(retriever):
+    # The first usages arrive one at a time while the agent works. Single SGD steps on them once
+    # tied shared words ("the") to the last procedure used, so a request asked again after its
+    # success scored 0.05 instead of near 1; until the classifier has enough requests to learn
+    # from, the kNN votes and prototypes speak for them.
+    tools = ids(retriever)
+    served = [("will the rain stop in oslo tomorrow", "WeatherTool"),
+              ("book the cheapest flight to rome", "FlightBooker"),
+              ("what can I cook with the leftover rice", "RecipeFinder")]
+    retriever.search("weather", k=1)  # the experience index exists: usages then update it online
+    for q, name in served:
+        retriever.record_usage(q, tools[name], success=True)
+    for q, name in served:
+        after = retriever.search(q, k=6, touch=False)
+        assert names(after)[0] == name
+        assert after[0].score >= 0.5, (q, after[0].score)
 
 
 @pytest.mark.parametrize("reopen", [False, True])
