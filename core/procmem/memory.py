@@ -14,9 +14,8 @@ the procedure APIs of the five design seeds under one set of names:
 * seed 001 (OmniMemory): ``learn_session`` (``learn_workflow``), ``predict_next_action``,
   ``patterns``, ``save`` / ``load``.
 
-The methods an agent calls in its loop (CRUD, search, usages and outcomes, the seeds' store /
-execute / skill calls, ``learn_session``, ``predict_next_action``, ``consolidate``) have an
-``a``-prefixed async twin that runs it in a worker thread.
+Every method has an ``a``-prefixed async twin that runs it in a worker thread, apart from
+``current_importance`` (a pure function of a record) and ``predictor`` (an accessor).
 """
 
 from __future__ import annotations
@@ -1431,3 +1430,98 @@ class ProceduralMemory:
     async def aconsolidate(self, **kwargs: Any) -> ConsolidationReport:
         """Async twin of :meth:`consolidate`."""
         return await self._run(self.consolidate, **kwargs)
+
+    async def aadd_many(self, procedures: Iterable[Procedure | Mapping[str, Any]], *,
+                        note: str = "") -> list[Procedure]:
+        """Async twin of :meth:`add_many`."""
+        return await self._run(self.add_many, list(procedures), note=note)
+
+    async def alist(self, **kwargs: Any) -> list[Procedure]:
+        """Async twin of :meth:`list`."""
+        return await self._run(self.list, **kwargs)
+
+    async def aversions(self, procedure_id: str) -> list[ProcedureVersion]:
+        """Async twin of :meth:`versions`."""
+        return await self._run(self.versions, procedure_id)
+
+    async def aclear(self, namespace: str | None = None) -> int:
+        """Async twin of :meth:`clear`."""
+        return await self._run(self.clear, namespace)
+
+    async def aforget(self, *, min_importance: float, namespace: str | None = None,
+                      dry_run: bool = False) -> list[str]:
+        """Async twin of :meth:`forget`."""
+        return await self._run(self.forget, min_importance=min_importance, namespace=namespace, dry_run=dry_run)
+
+    async def astats(self, *, namespace: str | None = None) -> dict[str, Any]:
+        """Async twin of :meth:`stats`."""
+        return await self._run(self.stats, namespace=namespace)
+
+    async def aretrieve_procedure(self, procedure_id: str) -> Procedure:
+        """Async twin of :meth:`retrieve_procedure`."""
+        return await self._run(self.retrieve_procedure, procedure_id)
+
+    async def alist_procedures(self, category: str | None = None) -> list[Procedure]:
+        """Async twin of :meth:`list_procedures`."""
+        return await self._run(self.list_procedures, category)
+
+    async def arollback_procedure(self, procedure_id: str, version_index: int = 0) -> Procedure:
+        """Async twin of :meth:`rollback_procedure`."""
+        return await self._run(self.rollback_procedure, procedure_id, version_index)
+
+    async def alearn_from_outcome(self, procedure_id: str, outcome_data: Mapping[str, Any],
+                                  update_procedure: bool = True) -> Procedure:
+        """Async twin of :meth:`learn_from_outcome`."""
+        return await self._run(self.learn_from_outcome, procedure_id, outcome_data, update_procedure)
+
+    async def adelete_procedure(self, procedure_id: str) -> bool:
+        """Async twin of :meth:`delete_procedure`."""
+        return await self._run(self.delete_procedure, procedure_id)
+
+    async def alearn_sessions(self, sessions: Iterable[SessionRecord], *,
+                              progress: Callable[[int], None] | None = None, batch_size: int = 500) -> int:
+        """Async twin of :meth:`learn_sessions`; ``progress`` is called from the worker thread."""
+        return await self._run(self.learn_sessions, sessions, progress=progress, batch_size=batch_size)
+
+    async def alearn_workflow(self, session_commands: Sequence[Any], session_outcome: Any = None) -> str:
+        """Async twin of :meth:`learn_workflow`."""
+        return await self._run(self.learn_workflow, session_commands, session_outcome)
+
+    async def aobserve(self, action: str, *, session_id: str, task: str | None = None,
+                       namespace: str | None = None) -> None:
+        """Async twin of :meth:`observe`."""
+        return await self._run(self.observe, action, session_id=session_id, task=task, namespace=namespace)
+
+    async def aend_session(self, session_id: str, outcome: Any = None, *,
+                           namespace: str | None = None) -> SessionRecord | None:
+        """Async twin of :meth:`end_session`."""
+        return await self._run(self.end_session, session_id, outcome, namespace=namespace)
+
+    async def amine_workflows(self, *, namespace: str | None = None) -> list[Procedure]:
+        """Async twin of :meth:`mine_workflows`."""
+        return await self._run(self.mine_workflows, namespace=namespace)
+
+    async def apatterns(self, *, min_count: int = 2, limit: int | None = 50,
+                        namespace: str | None = None) -> list[dict[str, Any]]:
+        """Async twin of :meth:`patterns`."""
+        return await self._run(self.patterns, min_count=min_count, limit=limit, namespace=namespace)
+
+    async def aworkflow_graph(self, *, namespace: str | None = None) -> Any:
+        """Async twin of :meth:`workflow_graph`."""
+        return await self._run(self.workflow_graph, namespace=namespace)
+
+    async def arefresh(self, namespace: str | None = None) -> None:
+        """Async twin of :meth:`refresh`."""
+        return await self._run(self.refresh, namespace)
+
+    async def asave(self, path: str | os.PathLike[str], *, namespace: str | None = None) -> int:
+        """Async twin of :meth:`save`."""
+        return await self._run(self.save, path, namespace=namespace)
+
+    async def aload(self, path: str | os.PathLike[str], *, namespace: str | None = None) -> dict[str, int]:
+        """Async twin of :meth:`load`."""
+        return await self._run(self.load, path, namespace=namespace)
+
+    async def aclose(self) -> None:
+        """Async twin of :meth:`close`."""
+        return await self._run(self.close)

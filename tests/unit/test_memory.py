@@ -466,3 +466,37 @@ def test_async_twins(memory):
     p, found = asyncio.run(go())
     assert found[0].procedure.id == p.id
     assert memory.get(p.id, touch=False).stats.successes == 1
+
+
+def test_every_public_method_has_an_async_twin():
+    import inspect
+
+    # Not I/O: a pure function of a record, and the accessor of an in-memory model.
+    not_io = {"current_importance", "predictor"}
+    public = [n for n, f in inspect.getmembers(ProceduralMemory, inspect.isfunction) if not n.startswith("_")]
+    missing = [n for n in public if not inspect.iscoroutinefunction(f := getattr(ProceduralMemory, n))
+               and n not in not_io and not inspect.iscoroutinefunction(getattr(ProceduralMemory, "a" + n, None))]
+    assert missing == []
+
+
+def test_async_twins_learn_predict_version_and_export(memory, tmp_path):
+    async def go():
+        for sid in ("s1", "s2"):
+            for action in ("git pull", "make build", "make deploy"):
+                await memory.aobserve(action, session_id=sid)
+            await memory.aend_session(sid, "success")
+        pid = await memory.astore_procedure("deploy", ["git pull", "make deploy"], description="Deploy it")
+        await memory.aupdate(pid, description="Deploy the web app")
+        versions = await memory.aversions(pid)
+        restored = await memory.arollback_procedure(pid, 0)
+        stats = await memory.astats()
+        patterns = await memory.apatterns(min_count=2)
+        saved = await memory.asave(tmp_path / "export.json")
+        listed = await memory.alist(kind="workflow")
+        return versions, restored, stats, patterns, saved, listed
+
+    versions, restored, stats, patterns, saved, listed = asyncio.run(go())
+    assert [v.version for v in versions] == [1, 2] and restored.description == "Deploy it"
+    assert stats["sessions"] == 2 and any(p["steps"][:2] == ["git pull", "make build"] for p in patterns)
+    assert saved >= 1 and "deploy" in [p.id for p in listed]
+    assert memory.predict_next_action(["git pull"], top_k=1)[0].action == "make build"
