@@ -325,13 +325,17 @@ def eval_retrieval(
     """Tool retrieval evaluation: hit@1, recall@5, recall@10, MRR@10, latency."""
     from procmem import evaluation_retrieval as er
 
-    try:
-        report = er.evaluate_retrieval(
-            er.read_tools_jsonl(tools), er.read_queries_jsonl(queries),
-            usages=er.read_usages_jsonl(usages) if usages else (), embedder=_embedder(embedder), output=output,
-        )
-    except (ProcMemError, OSError) as exc:
-        _fail(str(exc))
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err_console, transient=True) as progress:
+        task = progress.add_task("queries", total=None)
+        try:
+            report = er.evaluate_retrieval(
+                er.read_tools_jsonl(tools), er.read_queries_jsonl(queries),
+                usages=er.read_usages_jsonl(usages) if usages else (), embedder=_embedder(embedder), output=output,
+                progress=lambda done, total: progress.update(task, completed=done, total=total),
+            )
+        except (ProcMemError, OSError) as exc:
+            _fail(str(exc))
     console.print_json(report.model_dump_json())
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -223,6 +223,7 @@ def evaluate_retrieval(
     namespace: str = "default",
     output: str | Path | None = None,
     k: int = 10,
+    progress: Callable[[int, int], None] | None = None,
 ) -> RetrievalReport:
     """Load tools, learn past usages, answer every query and report top-k metrics.
 
@@ -245,6 +246,7 @@ def evaluate_retrieval(
         output: When given, a JSONL file written with one line per query,
             ``{"query_index": i, "tools": [top-k names]}``.
         k: Length of each ranking; at least 10 so recall@10 and MRR@10 are defined.
+        progress: Called as ``progress(queries_done, queries_total)`` after each query.
 
     Returns:
         The :class:`RetrievalReport`.
@@ -328,6 +330,8 @@ def evaluate_retrieval(
         rr.append(0.0 if first is None else 1.0 / (first + 1))
         if output is not None:
             lines.append(json.dumps({"query_index": i, "tools": names}, ensure_ascii=False))
+        if progress is not None:
+            progress(i + 1, len(queries))
     if output is not None:
         out = Path(output)
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -208,8 +208,11 @@ def test_evaluate_retrieval_writes_rankings(tmp_path):
                {"query": "git commit my staged changes", "tools": ["git_commit"]}]
     usages = [{"query": "will it rain in Leeds", "tool": "WeatherTool", "success": True}]
     out = tmp_path / "ranks.jsonl"
-    rep = evaluate_retrieval(tools, queries, usages=usages, embedder=HashingEmbedder(dim=512), output=out)
+    seen = []
+    rep = evaluate_retrieval(tools, queries, usages=usages, embedder=HashingEmbedder(dim=512), output=out,
+                             progress=lambda done, total: seen.append((done, total)))
     assert rep.queries == 2 and rep.tools == 6 and rep.usages == 1
+    assert seen == [(1, 2), (2, 2)]
     assert rep.hit_at_1 == 1.0 and rep.recall_at_5 == 1.0 and rep.mrr_at_10 == 1.0
     lines = [json.loads(x) for x in out.read_text().splitlines()]
     assert [x["query_index"] for x in lines] == [0, 1]
