@@ -45,7 +45,10 @@ EmbedderOption = typer.Option("minilm", "--embedder", help="minilm (all-MiniLM-L
                               envvar="PROCMEM_EMBEDDER")
 
 
-def _embedder(name: str) -> Any:
+def _embedder(name: str, *, allow_none: bool = False) -> Any:
+    """The embedder named on the command line; None for ``none`` where ``allow_none``."""
+    if allow_none and name == "none":
+        return None
     if name == "hashing":
         from procmem.embeddings import HashingEmbedder
 
@@ -54,7 +57,8 @@ def _embedder(name: str) -> Any:
         from procmem.memory import _default_embedder
 
         return _default_embedder()
-    raise typer.BadParameter(f"unknown embedder {name!r}; use minilm or hashing", param_hint="--embedder")
+    choices = "minilm, hashing or none" if allow_none else "minilm or hashing"
+    raise typer.BadParameter(f"unknown embedder {name!r}; use {choices}", param_hint="--embedder")
 
 
 def _memory(db: Path | None, namespace: str, embedder: str) -> Any:
@@ -102,6 +106,8 @@ def learn(
         total_new += new
         console.print(f"{escape(str(path))}: {result.format}, {result.entries} actions, {len(sessions)} sessions "
                       f"({new} new), {result.skipped_lines} lines skipped")
+        if not result.entries:
+            err_console.print(f"[yellow]warning:[/] {escape(str(path))} has no actions: nothing learned from it")
         for w in result.warnings[:5]:
             err_console.print(f"[yellow]warning:[/] {escape(w)}")
     stats = memory.stats()
@@ -146,9 +152,15 @@ def predict(
     embedder: str = EmbedderOption,
 ) -> None:
     """Predict the next actions, with confidence and reason."""
+    from procmem.io import default_history_paths
+
     context = list(actions or []) or _latest_context()
     if not context and not task:
-        _fail("no context: pass the latest actions (procmem predict 'git add .') or --task")
+        how = "pass the latest actions (procmem predict 'git pull' 'make build') or --task"
+        if not default_history_paths():
+            _fail("no shell history found ($HISTFILE, ~/.bash_history, ~/.zsh_history, fish_history) to take "
+                  f"your latest commands from: {how}, or set HISTFILE to a history file")
+        _fail(f"no context: your shell history has no commands; {how}")
     memory = _memory(db, namespace, embedder)
     if memory.stats()["sessions"] == 0:
         _fail("nothing learned yet: run `procmem learn` first")
@@ -192,6 +204,8 @@ def workflows(
     show_all: bool = typer.Option(False, "--all", help="Include demoted workflows."),
 ) -> None:
     """Show the workflows mined from your sessions (recurring, successful sequences)."""
+    from procmem.learning import outcome_summary
+
     memory = _memory(db, namespace, embedder)
     learned = memory.list(kind="workflow", tags=["learned"])
     shown = [w for w in learned if show_all or w.metadata.get("status") == "promoted"]
@@ -201,8 +215,9 @@ def workflows(
     shown.sort(key=lambda w: (-w.metadata.get("support", 0), -len(w.steps)))
     for w in shown:
         meta = w.metadata
+        outcome = outcome_summary(meta.get("successes", 0), meta.get("failures", 0), meta.get("unknown", 0))
         console.print(f"[bold]{escape(w.id)}[/] v{w.version} \\[{meta.get('status')}] seen in {meta.get('support')} "
-                      f"sessions, {meta.get('success_rate', 0):.0%} successful")
+                      f"sessions, {outcome}")
         for i, s in enumerate(w.steps, 1):
             console.print(f"   {i}. {escape(s.action)}")
 
@@ -290,7 +305,7 @@ def eval_next_action(
     from procmem.evaluation import evaluate_next_action
     from procmem.prediction import NextActionPredictor
 
-    emb = None if embedder == "none" else _embedder(embedder)
+    emb = _embedder(embedder, allow_none=True)
     peer_names = [p.strip() for p in peers.split(",") if p.strip()]
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err_console, transient=True) as progress:

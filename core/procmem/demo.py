@@ -26,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     from procmem.cli import _print_predictions
     from procmem.graphs import write_graph
     from procmem.io import default_history_paths, load_history
+    from procmem.learning import outcome_summary
     from procmem.memory import ProceduralMemory
 
     console = Console()
@@ -66,7 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     learned.sort(key=lambda w: -w.metadata.get("support", 0))
     console.print(f"\n[bold]{len(learned)} mined workflows[/] (showing up to 5)")
     for w in learned[:5]:
-        console.print(f"  seen in {w.metadata['support']} sessions, {w.metadata['success_rate']:.0%} successful: "
+        meta = w.metadata
+        outcome = outcome_summary(meta["successes"], meta["failures"], meta.get("unknown", 0))
+        console.print(f"  seen in {meta['support']} sessions, {outcome}: "
                       + escape(" ⟶ ".join(s.action for s in w.steps)))
     picture = args.out / "workflow-graph.png"
     write_graph(memory.workflow_graph(), picture, max_nodes=25)

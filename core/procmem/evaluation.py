@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from procmem.errors import ConfigurationError, ImportFormatError
+from procmem.errors import ConfigurationError, ImportFormatError, ValidationError
 from procmem.learning.normalize import collapse_whitespace, program
 from procmem.types import SessionRecord
 
@@ -244,6 +244,7 @@ def evaluate_next_action(
     Raises:
         ConfigurationError: Unknown scope or peer name.
         ImportFormatError: The file cannot be read.
+        ValidationError: There is no session to evaluate.
     """
     if scope not in _SCOPES:
         raise ConfigurationError(f"scope must be one of {_SCOPES}, got {scope!r}")
@@ -263,6 +264,9 @@ def evaluate_next_action(
     else:
         source = "<sessions>"
         sessions = list(sessions_or_path)
+    if not sessions:
+        raise ValidationError(f"no sessions in {source}: nothing to evaluate", field="sessions_or_path",
+                              value=source)
     factories: dict[str, Callable[[], Any]] = {"procmem": model_factory or _default_factory}
     factories.update(peer_factories)
     models: dict[str, dict[str, Any]] = {name: {} for name in factories}

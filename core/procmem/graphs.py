@@ -14,24 +14,40 @@ __all__ = ["top_subgraph", "to_mermaid", "write_graph"]
 
 
 def top_subgraph(graph: nx.DiGraph, max_nodes: int = 30) -> nx.DiGraph:
-    """Keep the ``max_nodes`` actions with the most transition weight, and their edges."""
+    """Keep the ``max_nodes`` actions with the most transition weight, and their edges.
+
+    The result holds its nodes and edges in sorted order (a subgraph view iterates in set
+    order, which changes from run to run), so the files written from it are reproducible.
+    """
     if max_nodes < 1:
         raise ConfigurationError(f"max_nodes must be >= 1, got {max_nodes!r}")
     weight = {n: graph.in_degree(n, weight="weight") + graph.out_degree(n, weight="weight") for n in graph}
     keep = sorted(weight, key=lambda n: (-weight[n], str(n)))[:max_nodes]
-    return graph.subgraph(keep).copy()
+    sub = nx.DiGraph()
+    sub.add_nodes_from(sorted(((n, graph.nodes[n]) for n in keep), key=lambda x: str(x[0])))
+    sub.add_edges_from(_sorted_edges(graph.subgraph(keep)))
+    return sub
+
+
+def _sorted_edges(graph: nx.DiGraph) -> list[tuple]:
+    """The edges ``(u, v, data)`` of a graph, sorted by their ends."""
+    return sorted(graph.edges(data=True), key=lambda e: (str(e[0]), str(e[1])))
 
 
 def to_mermaid(graph: nx.DiGraph) -> str:
-    """Render a graph as a Mermaid ``flowchart LR`` with edge counts and success rates."""
-    ids = {n: f"n{i}" for i, n in enumerate(graph.nodes)}
+    """Render a graph as a Mermaid ``flowchart LR`` with edge counts and success rates.
+
+    Nodes and edges are written in sorted order: the same graph gives the same text.
+    """
+    nodes = sorted(graph.nodes, key=str)
+    ids = {n: f"n{i}" for i, n in enumerate(nodes)}
 
     def label(text: str) -> str:
         return '"' + re.sub(r'["\n]', " ", str(text))[:60] + '"'
 
     lines = ["flowchart LR"]
-    lines += [f"    {ids[n]}[{label(n)}]" for n in graph.nodes]
-    for u, v, d in graph.edges(data=True):
+    lines += [f"    {ids[n]}[{label(n)}]" for n in nodes]
+    for u, v, d in _sorted_edges(graph):
         sr = d.get("success_rate")
         text = f"{int(d.get('weight', 0))}" + ("" if sr is None else f" / {sr:.0%}")
         lines.append(f"    {ids[u]} -->|{text}| {ids[v]}")

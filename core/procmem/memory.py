@@ -100,6 +100,9 @@ class MiningConfig(pydantic.BaseModel):
         min_support: Distinct sessions the sequence must occur in.
         min_success_rate: Success rate in [0, 1] of those sessions needed to promote; a promoted
             workflow whose rate falls below it is demoted (a new version, visible in history).
+            Sessions with no recorded outcome (shell histories) count as successes here; the
+            stored ``metadata["success_rate"]`` is the observed rate of the sessions with a
+            known outcome, None when none has one.
         min_length: Fewest steps of a workflow.
         max_length: Most steps of a workflow.
         max_workflows: Most promoted workflows per namespace; the most useful (support ×
@@ -1156,7 +1159,7 @@ class ProceduralMemory:
         Returns:
             The workflows whose record changed.
         """
-        from procmem.learning.mining import mine_workflows
+        from procmem.learning.mining import mine_workflows, outcome_summary
 
         ns = self._ns(namespace)
         cfg = self.mining
@@ -1173,7 +1176,8 @@ class ProceduralMemory:
         writes: dict[str, list[Procedure]] = {}
         for cand in candidates:
             wid = f"wf-{cand.key}"
-            ok = cand.success_rate >= cfg.min_success_rate
+            rate = cand.promotion_rate()  # sessions without an outcome count as successes here
+            ok = rate >= cfg.min_success_rate
             old = existing.get(wid)
             if old is None and (not ok or room <= 0):
                 continue
@@ -1185,10 +1189,11 @@ class ProceduralMemory:
                 "support": cand.support,
                 "successes": cand.successes,
                 "failures": cand.failures,
-                "success_rate": round(cand.success_rate, 4),
+                "unknown": cand.unknown,
+                "success_rate": None if cand.success_rate is None else round(cand.success_rate, 4),
             }
             if old is not None and old.metadata.get("status") == status:
-                if (old.metadata.get("support"), old.metadata.get("successes")) != (cand.support, cand.successes):
+                if any(old.metadata.get(k) != meta[k] for k in ("support", "successes", "failures", "unknown")):
                     self.store.update_counters(wid, metadata={**old.metadata, **meta})
                 continue
             if old is None:
@@ -1201,7 +1206,8 @@ class ProceduralMemory:
                 "namespace": ns,
                 "description": (
                     f"Learned workflow of {len(cand.steps)} steps, seen in {cand.support} sessions,"
-                    f" {cand.success_rate:.0%} successful: " + "; ".join(cand.examples)
+                    f" {outcome_summary(cand.successes, cand.failures, cand.unknown)}: "
+                    + "; ".join(cand.examples)
                 ),
                 "steps": [{"action": a} for a in cand.examples],
                 "tags": ["learned"],
@@ -1210,7 +1216,7 @@ class ProceduralMemory:
             }
             if old is not None:
                 data["stats"] = old.stats.model_dump()
-            note = "promoted" if ok else f"demoted: success rate {cand.success_rate:.2f} < {cfg.min_success_rate:.2f}"
+            note = "promoted" if ok else f"demoted: success rate {rate:.2f} < {cfg.min_success_rate:.2f}"
             writes.setdefault(note, []).append(self._build(data))
         changed: list[Procedure] = []
         for note, procs in writes.items():

@@ -3,7 +3,8 @@
 Each is a thin view over :class:`~procmem.memory.ProceduralMemory`: personas, tools and
 workflows are stored as procedures of kind ``persona``, ``tool`` and ``workflow``, so they are
 versioned, searchable and counted like every other procedure. Where MemoRizz took a MongoDB
-``memory_provider``, these take the ``ProceduralMemory``.
+``memory_provider``, these take the ``ProceduralMemory``, as ``memory`` or under seed 000's
+keyword ``memory_provider``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,19 @@ from procmem.errors import ConfigurationError, InvalidProcedureError, ToolNotFou
 from procmem.types import ExecutionResult, Procedure, SearchResult, Step
 
 __all__ = ["Persona", "RegisteredTool", "ToolResult", "Toolbox", "Workflow"]
+
+
+def _memory(owner: str, memory: Any, memory_provider: Any) -> Any:
+    """The ``ProceduralMemory`` given as ``memory`` or as seed 000's ``memory_provider``.
+
+    Raises:
+        ConfigurationError: Both or neither were given.
+    """
+    if memory is not None and memory_provider is not None:
+        raise ConfigurationError(f"{owner}: pass memory or memory_provider (seed 000's name for it), not both")
+    if memory is None and memory_provider is None:
+        raise ConfigurationError(f"{owner} needs memory=ProceduralMemory(...) (or memory_provider=)")
+    return memory if memory is not None else memory_provider
 
 
 class Persona(pydantic.BaseModel):
@@ -65,21 +79,36 @@ class Persona(pydantic.BaseModel):
             **kwargs,
         )
 
-    def store_persona(self, memory: Any) -> str:
-        """Store (or version) the persona in a ``ProceduralMemory``; returns its id."""
+    def store_persona(self, memory: Any = None, *, memory_provider: Any = None) -> str:
+        """Store (or version) the persona in a ``ProceduralMemory``; returns its id.
+
+        Args:
+            memory: The ``ProceduralMemory``.
+            memory_provider: The same, under seed 000's name.
+
+        Raises:
+            ConfigurationError: Both or neither memory given.
+        """
+        memory = _memory("store_persona", memory, memory_provider)
         proc = memory.add(self.to_procedure(memory.namespace))
         self.id = proc.id
         return proc.id
 
     @classmethod
-    def retrieve_persona(cls, persona_id: str, memory: Any) -> Persona:
+    def retrieve_persona(cls, persona_id: str, memory: Any = None, *, memory_provider: Any = None) -> Persona:
         """Load a stored persona.
+
+        Args:
+            persona_id: Its id.
+            memory: The ``ProceduralMemory``.
+            memory_provider: The same, under seed 000's name.
 
         Raises:
             ProcedureNotFoundError: Unknown id.
             InvalidProcedureError: The procedure is not a persona.
+            ConfigurationError: Both or neither memory given.
         """
-        proc = memory.get(persona_id)
+        proc = _memory("retrieve_persona", memory, memory_provider).get(persona_id)
         if proc.kind.value != "persona" or "persona" not in proc.metadata:
             raise InvalidProcedureError(
                 f"procedure {persona_id!r} is a {proc.kind.value}, not a persona", field="kind", value=proc.kind.value
@@ -168,6 +197,10 @@ class Toolbox:
 
     Args:
         memory: The ``ProceduralMemory`` to store tools in.
+        memory_provider: The same, under seed 000's name.
+
+    Raises:
+        ConfigurationError: Both or neither memory given.
 
     Example:
         >>> toolbox = Toolbox(memory)  # doctest: +SKIP
@@ -177,8 +210,8 @@ class Toolbox:
         ...     return "shipped"
     """
 
-    def __init__(self, memory: Any) -> None:
-        self.memory = memory
+    def __init__(self, memory: Any = None, *, memory_provider: Any = None) -> None:
+        self.memory = _memory("Toolbox", memory, memory_provider)
         self._tools: dict[str, RegisteredTool] = {}
 
     def register_tool(
@@ -294,17 +327,22 @@ class Workflow:
         name: Workflow name.
         description: What it is for.
         memory: The ``ProceduralMemory`` to store it in.
+        memory_provider: The same, under seed 000's name
+            (``Workflow(name=..., description=..., memory_provider=...)``).
         workflow_id: Id of a stored workflow to bind to (see :meth:`retrieve_workflow`).
+
+    Raises:
+        ValidationError: ``name`` is empty.
+        ConfigurationError: Both or neither memory given.
     """
 
-    def __init__(self, name: str, description: str = "", memory: Any = None, *, workflow_id: str | None = None) -> None:
+    def __init__(self, name: str, description: str = "", memory: Any = None, *, memory_provider: Any = None,
+                 workflow_id: str | None = None) -> None:
         if not isinstance(name, str) or not name.strip():
             raise ValidationError(f"name must be a non-empty str, got {name!r}", field="name", value=name)
-        if memory is None:
-            raise ConfigurationError("Workflow needs memory=ProceduralMemory(...)")
         self.name = name
         self.description = description
-        self.memory = memory
+        self.memory = _memory("Workflow", memory, memory_provider)
         self.id = workflow_id
 
     def create_workflow(
@@ -338,12 +376,19 @@ class Workflow:
         return self.id
 
     @classmethod
-    def retrieve_workflow(cls, workflow_id: str, memory: Any) -> Workflow:
+    def retrieve_workflow(cls, workflow_id: str, memory: Any = None, *, memory_provider: Any = None) -> Workflow:
         """Bind to a stored workflow.
+
+        Args:
+            workflow_id: Its id.
+            memory: The ``ProceduralMemory``.
+            memory_provider: The same, under seed 000's name.
 
         Raises:
             ProcedureNotFoundError: Unknown id.
+            ConfigurationError: Both or neither memory given.
         """
+        memory = _memory("retrieve_workflow", memory, memory_provider)
         proc = memory.get(workflow_id)
         return cls(proc.name, proc.description, memory, workflow_id=proc.id)
 

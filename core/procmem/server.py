@@ -274,7 +274,11 @@ class PredictResponse(BaseModel):
 
 
 class PatternsResponse(BaseModel):
-    """Learned action patterns with counts and success rates."""
+    """Learned action patterns with counts and observed success rates.
+
+    Each pattern: ``{"steps", "count", "successes", "failures", "success_rate"}``; the rate is
+    ``successes / (successes + failures)`` over sessions with a known outcome, None when none.
+    """
 
     patterns: list[dict[str, Any]]
 

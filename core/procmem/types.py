@@ -401,7 +401,9 @@ class Prediction(_Record):
         suggestions: Follow-up actions likely after this one (seed 001's auto-suggestions).
         pattern: The normalised form of the action.
         workflow_id: The mined workflow this prediction continues, if any.
-        success_rate: Past success rate of sessions that took this action here, in [0, 1].
+        success_rate: Observed success rate, in [0, 1], of the past sessions with a known
+            outcome that took this action after the same previous action (``successes /
+            (successes + failures)``, not smoothed); None when none has a known outcome.
     """
 
     action: str

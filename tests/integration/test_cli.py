@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -52,6 +53,8 @@ def test_learn_predict_workflows_patterns_stats_graph(env):
 
     wf = runner.invoke(app, ["workflows"])
     assert wf.exit_code == 0 and "git pull" in wf.output and "make test" in wf.output
+    # A shell history records no outcome: the workflow is promoted, with no made-up rate.
+    assert "outcome unknown" in wf.output and "successful" not in wf.output
 
     pat = runner.invoke(app, ["patterns", "--min-count", "2"])
     assert pat.exit_code == 0 and "make" in pat.output
@@ -96,6 +99,36 @@ def test_binary_history_is_refused_and_memory_untouched(env):
     assert result.exit_code == 1 and "binary" in result.output.lower()
     st = runner.invoke(app, ["stats"])
     assert json.loads(st.output)["sessions"] == 1
+
+
+def _said(result):
+    """The command's output with Rich's line wrapping (and error box) undone."""
+    return " ".join(re.sub("[│╭╮╰╯─]", " ", result.output).split())
+
+
+def test_empty_inputs_and_bad_options_are_explained(env):
+    empty = env / "empty_history"
+    empty.write_text("")
+    learned = runner.invoke(app, ["learn", str(empty)])
+    assert learned.exit_code == 0 and "has no actions" in _said(learned)
+    empty_jsonl = env / "empty.jsonl"
+    empty_jsonl.write_text("")
+    ev = runner.invoke(app, ["eval", "next-action", str(empty_jsonl), "--embedder", "none"])
+    assert ev.exit_code == 1 and "no sessions in" in _said(ev) and "0.000" not in ev.output
+    xml = runner.invoke(app, ["learn", str(empty), "--format", "xml"])
+    assert xml.exit_code == 1 and "bash, zsh, fish or jsonl" in _said(xml) and "None" not in xml.output
+    foo = runner.invoke(app, ["eval", "next-action", str(empty_jsonl), "--embedder", "foo"])
+    assert foo.exit_code == 2 and "minilm, hashing or none" in _said(foo)
+    pred = runner.invoke(app, ["predict"])  # HOME is empty, HISTFILE unset
+    assert pred.exit_code == 1 and "no shell history found" in _said(pred) and "procmem predict '" in _said(pred)
+
+
+def test_bash_history_forced_as_zsh_is_refused(env):
+    hist = env / "bash_history"
+    _bash_history(hist, sessions=1)
+    result = runner.invoke(app, ["learn", str(hist), "--format", "zsh"])
+    assert result.exit_code == 1 and "--format bash" in _said(result)
+    assert json.loads(runner.invoke(app, ["stats"]).output)["sessions"] == 0  # no '#<epoch>' commands learned
 
 
 def test_predict_before_learning_says_so(env):

@@ -116,8 +116,10 @@ def test_learn_predict_patterns_health_stats(client):
     assert preds and preds[0]["action"] == "git commit -m update"
     assert {"action", "confidence", "reason", "suggestions"} <= set(preds[0])
     assert 0.0 <= preds[0]["confidence"] <= 1.0
+    # Observed rates: 3 of the 3 sessions with a known outcome succeeded (not a smoothed 80 %).
+    assert preds[0]["success_rate"] == 1.0 and "3 of 3 sessions succeeded" in preds[0]["reason"]
     patterns = client.get("/patterns", params={"min_count": 2}).json()["patterns"]
-    assert patterns
+    assert patterns and all(p["success_rate"] == 1.0 for p in patterns)
     stats = client.get("/stats").json()
     assert stats["sessions"] == 4 and "path" not in stats
     # The service loads the vector indexes at start-up (a small store: exact scans, no graph).

@@ -140,6 +140,20 @@ def test_zsh_plain_history_and_unmetafied_utf8(tmp_path):
     assert all(e.timestamp is None for e in entries)
 
 
+def test_zsh_parse_of_a_bash_history_with_timestamps_is_refused(tmp_path):
+    path = write(tmp_path / "history", f"#{T0}\nls\n#{T0 + 5}\ngit status\n")
+    with pytest.raises(ImportFormatError, match="format='bash'") as err:
+        parse_zsh_history(path)
+    assert err.value.field == "format" and ":1:" in str(err.value)
+    with pytest.raises(ImportFormatError, match="--format bash"):
+        load_history(path, format="zsh")
+    assert [e.command for e in parse_bash_history(path)] == ["ls", "git status"]
+    # In a zsh history, a stray "#<digits>" line is kept as a command, with a warning.
+    zsh = write(tmp_path / ".zsh_history", f": {T0}:0;ls\n#42\n: {T0 + 1}:0;pwd\n")
+    assert [e.command for e in parse_zsh_history(zsh)] == ["ls", "#42", "pwd"]
+    assert any("look like bash timestamps" in w for w in load_history(zsh, format="zsh").warnings)
+
+
 def test_zsh_continuation_cut_by_end_of_file_is_dropped(tmp_path):
     path = write(tmp_path / ".zsh_history", f": {T0}:0;ls\n: {T0 + 1}:0;make \\\n  all \\\n")
     result = load_history(path)

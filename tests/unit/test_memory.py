@@ -299,6 +299,21 @@ def test_workflow_create_execute_with_conditions(memory):
     assert handled.results == ["did: Greet the customer"]
 
 
+def test_seed000_keyword_memory_provider_is_accepted(memory):
+    # Seed 000 writes Workflow(name=..., description=..., memory_provider=memory_provider).
+    wf = Workflow(name="CustomerIssueResolution", description="Resolve issues", memory_provider=memory)
+    wid = wf.create_workflow([{"step": "acknowledge", "action": "Acknowledge the concern"}])
+    assert Workflow.retrieve_workflow(wid, memory_provider=memory).name == "CustomerIssueResolution"
+    assert Toolbox(memory_provider=memory).memory is memory
+    persona = Persona(name="ServiceBot", role="Customer Service Representative")
+    pid = persona.store_persona(memory_provider=memory)
+    assert Persona.retrieve_persona(pid, memory_provider=memory).name == "ServiceBot"
+    with pytest.raises(ConfigurationError, match="memory_provider"):
+        Workflow("X", "y", memory, memory_provider=memory)
+    with pytest.raises(ConfigurationError, match="memory="):
+        Workflow("X", "y")
+
+
 # ------------------------------------------------------------------ seed 003 (Coda)
 
 
@@ -398,6 +413,23 @@ def test_learn_session_mines_workflow_and_demotes_it(tmp_path, embedder):
     assert demoted.metadata["status"] == "demoted"
     notes = [v.note for v in m.versions(wid)]
     assert notes[0] == "promoted" and notes[-1].startswith("demoted")
+
+
+def test_workflows_mined_without_outcomes_claim_no_success_rate(tmp_path, embedder):
+    m = ProceduralMemory(path=tmp_path / "w.sqlite3", embedder=embedder, mining=MiningConfig(min_support=3))
+    steps = ["git add .", "git commit -m wip", "git push"]
+    for _ in range(3):
+        m.learn_session(steps)  # a shell history: no outcome
+    (wf,) = m.list(kind="workflow", tags=["learned"])
+    assert wf.metadata["status"] == "promoted"  # a routine that recurs is still promoted
+    assert wf.metadata["success_rate"] is None and wf.metadata["unknown"] == 3 and wf.metadata["successes"] == 0
+    assert "outcome unknown" in wf.description and "100%" not in wf.description
+
+
+def test_empty_memory_does_not_predict_with_high_confidence(tmp_path, embedder):
+    m = ProceduralMemory(path=tmp_path / "e.sqlite3", embedder=embedder)
+    preds = m.predict_next_action(["git pull"])
+    assert all(p.confidence <= 0.5 for p in preds)
 
 
 def test_learn_session_validates(memory):

@@ -66,3 +66,24 @@ def test_fast_on_many_sessions():
     t = time.perf_counter()
     mine_workflows(sessions, min_support=50, min_success_rate=0.0)
     assert time.perf_counter() - t < 5.0
+
+
+def test_sessions_without_outcome_are_promoted_but_claim_no_rate():
+    # Shell histories record no outcome: the routine still passes the threshold (it recurs),
+    # but its success rate is unknown, not 100 %.
+    found = mine_workflows([["ls", *DEPLOY]] * 3, min_support=3)
+    assert [w.steps for w in found] == [["ls", *DEPLOY]]
+    w = found[0]
+    assert (w.support, w.successes, w.failures, w.unknown) == (3, 0, 0, 3)
+    assert w.success_rate is None
+    assert w.promotion_rate() == 1.0 and w.promotion_rate(unknown_as_success=False) == 0.0
+    assert mine_workflows([["ls", *DEPLOY]] * 3, min_support=3, unknown_as_success=False) == []
+
+
+def test_mixed_outcomes_show_the_observed_rate_of_known_ones():
+    sessions = [{"actions": DEPLOY, "outcome": "success"}, {"actions": DEPLOY, "outcome": "failure"},
+                {"actions": DEPLOY}, {"actions": DEPLOY}]
+    w = mine_workflows(sessions, min_support=3)[0]
+    assert (w.support, w.successes, w.failures, w.unknown) == (4, 1, 1, 2)
+    assert w.success_rate == pytest.approx(0.5)  # 1 of the 2 sessions with a known outcome
+    assert w.promotion_rate() == pytest.approx(0.75)  # (1 + 2 unknown) / 4: unknown counts as success

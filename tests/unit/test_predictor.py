@@ -125,7 +125,7 @@ def test_graph_patterns_chains_stats():
     assert 0.0 <= e["success_rate"] <= 1.0
     pats = p.patterns(min_count=5)
     assert {"steps": ["git status", "git add ."], "count": 6, "successes": 5, "failures": 1,
-            "success_rate": pytest.approx(6 / 8)} in pats
+            "success_rate": pytest.approx(5 / 6)} in pats
     chain = p.causal_chains("rm -rf /tmp/x")
     assert chain["action"] == "rm -rf <PATH>" and chain["outcomes"]["failure"] == 1
     st = p.stats()
@@ -159,6 +159,34 @@ def test_confidence_calibrates_online():
         p.observe("b", session_id="s")
     conf = p.predict(["a", "b", "a"], top_k=1)[0]
     assert conf.action == "b" and conf.confidence > 0.8
+
+
+def test_shown_success_rates_are_observed_not_smoothed():
+    p = NextActionPredictor()
+    p.learn_session(["git pull", "make build", "make test", "make deploy"], outcome="success")
+    pred = p.predict(["git pull", "make build"], top_k=1)[0]
+    assert pred.action == "make test"
+    # One successful session: 1 of 1 succeeded, not the Laplace-smoothed 67 %.
+    assert pred.success_rate == 1.0 and "1 of 1 sessions succeeded" in pred.reason and "67%" not in pred.reason
+    assert p.graph.edges["make build", "make test"]["success_rate"] == 1.0
+    assert {"steps": ["make build", "make test"], "count": 1, "successes": 1, "failures": 0,
+            "success_rate": 1.0} in p.patterns()
+    # Sessions without an outcome give no rate at all.
+    q = NextActionPredictor()
+    q.learn_session(["git pull", "make build"])
+    assert q.predict(["git pull"], top_k=1)[0].success_rate is None
+    assert q.graph.edges["git pull", "make build"]["success_rate"] is None
+    assert q.patterns()[0]["success_rate"] is None
+
+
+def test_confidence_is_low_without_evidence():
+    # Nothing learned: the only candidate repeats the context; softmax 1.0 is not a probability.
+    empty = NextActionPredictor().predict(["git pull"], top_k=1)
+    assert empty[0].action == "git pull" and empty[0].confidence <= 0.5
+    # One session learned and no top-1 outcome seen yet by the calibrator: no 97 % either.
+    p = NextActionPredictor()
+    p.learn_session(["git pull", "make build", "make test", "make deploy"], outcome="success")
+    assert p.predict(["git pull", "make build"], top_k=1)[0].confidence <= 0.5
 
 
 # ---- baselines: known answers on tiny sequences

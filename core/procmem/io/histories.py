@@ -350,14 +350,19 @@ def _parse_zsh(lines: _Lines, source: str, report: _Report) -> list[HistoryEntry
     parts: list[str] = []
     start = 0
     when: datetime | None = None
+    headers = 0  # lines with a zsh extended-history header
+    stamps: list[int] = []  # lines that are bash "#<epoch>" timestamps instead
     for lineno, raw in lines:
         text = _decode_zsh(raw)
         if not parts:
             start, when = lineno, None
             m = _ZSH_HEADER.match(text)
             if m:
+                headers += 1
                 when = _epoch(m.group(1), lineno, report)
                 text = text[m.end() :]
+            elif _BASH_STAMP.fullmatch(text):
+                stamps.append(lineno)
             elif report.unterminated == lineno and _ZSH_CUT_HEADER.fullmatch(text):
                 report.skipped += 1
                 report.warn(f"{source}:{lineno}: dropped a history line cut inside its header")
@@ -372,6 +377,18 @@ def _parse_zsh(lines: _Lines, source: str, report: _Report) -> list[HistoryEntry
     if parts:
         report.skipped += len(parts)
         report.warn(f"{source}:{start}: dropped a multi-line command cut by the end of the file")
+    if stamps and len(stamps) >= headers:
+        # As many bash timestamps as zsh headers, or more (the rule format detection uses):
+        # read as zsh, every timestamp would become a command.
+        raise ImportFormatError(
+            f"{source}:{stamps[0]}: {len(stamps)} line(s) of the form '#<epoch>' are bash timestamps "
+            "(HISTTIMEFORMAT), not zsh history: read the file as bash (format='bash', "
+            "procmem learn --format bash)",
+            field="format", value="zsh",
+        )
+    if stamps:
+        report.warn(f"{source}:{stamps[0]}: {len(stamps)} line(s) look like bash timestamps ('#<epoch>'); "
+                    "kept as commands")
     return entries
 
 
@@ -481,7 +498,9 @@ def parse_zsh_history(
         The commands in file order; plain lines have no timestamp.
 
     Raises:
-        ImportFormatError: The file is binary.
+        ImportFormatError: The file is binary, or it is a bash history with timestamps: it has
+            as many bash ``#<epoch>`` lines as zsh headers, or more (fewer are kept as commands,
+            with a warning).
         ConfigurationError: ``max_line_bytes`` is not a positive integer.
         OSError: The file cannot be read.
     """

@@ -447,7 +447,7 @@ def load_history(
     """
     if format is not None and format not in FORMATS:
         raise ConfigurationError(
-            f"format must be one of {', '.join(FORMATS)} or None, got {format!r}"
+            f"format must be one of {', '.join(FORMATS[:-1])} or {FORMATS[-1]}, got {format!r}"
         )
     source = _source(path)
     if format is None:

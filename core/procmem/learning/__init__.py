@@ -1,6 +1,6 @@
 """Learning from sessions: action normalisation and workflow mining."""
 
-from procmem.learning.mining import WorkflowCandidate, mine_workflows, workflow_key
+from procmem.learning.mining import WorkflowCandidate, mine_workflows, outcome_summary, workflow_key
 from procmem.learning.normalize import (
     PLACEHOLDERS,
     NormalizedAction,
@@ -21,6 +21,7 @@ __all__ = [
     "fill_template",
     "mine_workflows",
     "normalize_action",
+    "outcome_summary",
     "placeholders_of",
     "program",
     "workflow_key",

@@ -6,9 +6,11 @@ dictionary (linear in the total number of actions times ``max_length``, no pairw
 An n-gram is a workflow candidate when it occurs in at least ``min_support`` distinct sessions
 and the success rate ``successes / (successes + failures)`` of those sessions is at least
 ``min_success_rate``. Sessions with no recorded outcome (shell histories have none) count as
-successes when ``unknown_as_success`` is true, the default: a routine people keep repeating is
-evidence that it works; pass False to count them towards support only. ``min_support`` already
-guards against rates drawn from one or two sessions. An n-gram made of a single repeated action
+successes towards that threshold when ``unknown_as_success`` is true, the default: a routine
+people keep repeating is evidence that it works; pass False to count them towards support only.
+They are never reported as successes: a candidate's ``success_rate`` is observed over the
+sessions with a known outcome and None when there is none. ``min_support`` already guards
+against rates drawn from one or two sessions. An n-gram made of a single repeated action
 (``ls ls ls``) is repetition, not a workflow, and is skipped. Only maximal patterns are kept: a pattern is dropped when
 a longer kept pattern contains it and has the same support (the closed-pattern rule of
 frequent sequence mining; Yan, Han & Afshar, CloSpan, SDM 2003).
@@ -26,7 +28,7 @@ from procmem.errors import ConfigurationError, InvalidSessionError
 from procmem.learning.normalize import normalize_action
 from procmem.types import SessionRecord
 
-__all__ = ["WorkflowCandidate", "mine_workflows", "workflow_key"]
+__all__ = ["WorkflowCandidate", "mine_workflows", "outcome_summary", "workflow_key"]
 
 
 def workflow_key(steps: Sequence[str]) -> str:
@@ -45,7 +47,9 @@ class WorkflowCandidate(BaseModel):
         support: Number of distinct sessions containing the pattern.
         successes: Of those, sessions that succeeded.
         failures: Of those, sessions that failed.
-        success_rate: ``successes / (successes + failures)`` in [0, 1] (0 with no outcome).
+        unknown: Of those, sessions with no recorded outcome.
+        success_rate: ``successes / (successes + failures)`` in [0, 1], the observed rate of
+            the sessions with a known outcome; None when none has one.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -56,7 +60,45 @@ class WorkflowCandidate(BaseModel):
     support: int = Field(ge=0)
     successes: int = Field(default=0, ge=0)
     failures: int = Field(default=0, ge=0)
-    success_rate: float = Field(ge=0.0, le=1.0)
+    unknown: int = Field(default=0, ge=0)
+    success_rate: float | None = Field(default=None, ge=0.0, le=1.0)
+
+    def promotion_rate(self, *, unknown_as_success: bool = True) -> float:
+        """The rate that ``min_success_rate`` is compared with, in [0, 1].
+
+        Args:
+            unknown_as_success: Count sessions with no outcome as successes (see the module
+                docstring); otherwise they are left out, and a pattern with no known outcome
+                has rate 0.
+
+        Returns:
+            ``(successes [+ unknown]) / (successes [+ unknown] + failures)``, 0 when empty.
+        """
+        return _promotion_rate(self.successes, self.failures, self.unknown, unknown_as_success)
+
+
+def outcome_summary(successes: int, failures: int, unknown: int = 0) -> str:
+    """How a workflow's sessions ended, as shown to users: observed figures, never made up.
+
+    Args:
+        successes: Sessions that succeeded.
+        failures: Sessions that failed.
+        unknown: Sessions with no recorded outcome.
+
+    Returns:
+        ``"75% successful (3 of 4)"``, ``"50% successful (1 of 2 with a known outcome)"`` when
+        some are unknown, or ``"outcome unknown"`` when none is known (shell histories).
+    """
+    known = successes + failures
+    if not known:
+        return "outcome unknown"
+    return f"{successes / known:.0%} successful ({successes} of {known}{' with a known outcome' if unknown else ''})"
+
+
+def _promotion_rate(successes: int, failures: int, unknown: int, unknown_as_success: bool) -> float:
+    """:meth:`WorkflowCandidate.promotion_rate` on counts."""
+    s = successes + (unknown if unknown_as_success else 0)
+    return s / (s + failures) if s + failures else 0.0
 
 
 def _session_parts(s: Any, i: int) -> tuple[list[str], bool | None]:
@@ -126,7 +168,7 @@ def mine_workflows(
         raise ConfigurationError(f"min_length must be an int >= 1, got {min_length!r}")
     if not isinstance(max_length, int) or max_length < min_length:
         raise ConfigurationError(f"max_length must be an int >= min_length, got {max_length!r}")
-    # pattern -> [support, successes, failures]; pattern -> first concrete example.
+    # pattern -> [support, successes, failures, unknown]; pattern -> first concrete example.
     counts: dict[tuple[str, ...], list[int]] = {}
     examples: dict[tuple[str, ...], list[str]] = {}
     for i, s in enumerate(sessions):
@@ -144,22 +186,17 @@ def mine_workflows(
                     continue
                 c = counts.get(g)
                 if c is None:
-                    c = counts[g] = [0, 0, 0]
+                    c = counts[g] = [0, 0, 0, 0]
                     examples[g] = [" ".join(a.split()) for a in actions[start:start + length]]
                 c[0] += 1
-                if flag is True or (flag is None and unknown_as_success):
-                    c[1] += 1
-                elif flag is False:
-                    c[2] += 1
-    kept: dict[tuple[str, ...], list[int]] = {}
-    for g, (sup, s, f) in counts.items():
-        if sup >= min_support and _rate(s, f) >= min_success_rate:
-            kept[g] = [sup, s, f]
+                c[1 if flag is True else 2 if flag is False else 3] += 1
+    kept = {g: c for g, c in counts.items()
+            if c[0] >= min_support and _promotion_rate(*c[1:], unknown_as_success) >= min_success_rate}
     # Drop patterns subsumed by a longer kept pattern with the same support: it suffices to
     # check the two (length - 1)-grams of each kept pattern (prefix and suffix), whose support
     # is at least the pattern's; by induction this removes every non-maximal pattern.
     drop: set[tuple[str, ...]] = set()
-    for g, (sup, _, _) in kept.items():
+    for g, (sup, *_) in kept.items():
         if len(g) > min_length:
             for sub in (g[:-1], g[1:]):
                 k = kept.get(sub)
@@ -167,13 +204,8 @@ def mine_workflows(
                     drop.add(sub)
     out = [
         WorkflowCandidate(key=workflow_key(g), steps=list(g), examples=examples[g], support=sup,
-                          successes=s, failures=f, success_rate=_rate(s, f))
-        for g, (sup, s, f) in kept.items() if g not in drop
+                          successes=s, failures=f, unknown=u, success_rate=s / (s + f) if s + f else None)
+        for g, (sup, s, f, u) in kept.items() if g not in drop
     ]
     out.sort(key=lambda w: (-w.support, -len(w.steps), w.steps))
     return out if limit is None else out[:limit]
-
-
-def _rate(successes: int, failures: int) -> float:
-    known = successes + failures
-    return successes / known if known else 0.0

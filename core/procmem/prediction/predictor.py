@@ -41,8 +41,10 @@ data compression", Florida Tech. TR CS-2005-16, 2005; PAQ8's mixer with several 
 selectors). Selecting by the last program rather than the last action keeps the number of sets
 small where arguments vary, and still learns per-command trust where they do not. The top-1
 confidence is calibrated online by histogram binning of past top-1 hits (Zadrozny & Elkan
-2001). All updates are deterministic functions of the observed sequence, so replaying stored
-sessions with :meth:`NextActionPredictor.learn_sessions` rebuilds the same model.
+2001), each bin shrunk towards the overall hit rate while few outcomes are known, so a model
+that has learned nothing does not pass its softmax off as a probability. All updates are
+deterministic functions of the observed sequence, so replaying stored sessions with
+:meth:`NextActionPredictor.learn_sessions` rebuilds the same model.
 
 Streaming (:meth:`~NextActionPredictor.observe`) updates the ranker at every action. Replay
 (:meth:`~NextActionPredictor.learn_session` / ``learn_sessions``) counts every action but updates
@@ -175,6 +177,12 @@ def _outcome_flag(outcome: str | bool | None) -> bool | None:
         f"outcome must be 'success', 'failure', a bool or None, got {outcome!r}",
         field="outcome", value=outcome,
     )
+
+
+def _observed_rate(successes: int, failures: int) -> float | None:
+    """``successes / (successes + failures)``, or None when no outcome is known."""
+    known = successes + failures
+    return successes / known if known else None
 
 
 def _count(counts: dict[Any, dict[str, int]], ctx: Any, x: str) -> None:
@@ -1393,9 +1401,24 @@ class NextActionPredictor:
         return max((i for i, a in enumerate(cands) if _program(a) == top), key=lambda i: (scores[i], -i))
 
     def _calibrate(self, p: float) -> float:
+        """The probability that a top-1 prediction with softmax probability ``p`` is right.
+
+        Histogram binning (Zadrozny & Elkan 2001): the hit rate of past top-1 predictions in
+        ``p``'s bin, m-estimated (Cestnik, ECAI 1990; m = 2) towards a prior. The prior is the
+        bin's midpoint only as far as the calibrator has seen top-1 outcomes in any bin
+        (``seen`` of them, weight ``seen / (seen + 2)``); the rest of its weight goes to the
+        overall hit rate by the rule of succession, ``(all_hits + 1) / (seen + 2)``. A model
+        that has seen no outcome (nothing learned, or one short session replayed) thus says
+        0.5, not the raw softmax (1.0 for a single candidate).
+        """
+        cal = self._cal
         b = min(int(p * self.calibration_bins), self.calibration_bins - 1)
-        hits, n = self._cal[b]
-        prior = (b + 0.5) / self.calibration_bins
+        hits, n = cal[b]
+        all_hits = sum(h for h, _ in cal)
+        seen = sum(m for _, m in cal)
+        midpoint = (b + 0.5) / self.calibration_bins
+        overall = (all_hits + 1.0) / (seen + 2.0)
+        prior = (seen * midpoint + 2.0 * overall) / (seen + 2.0)
         return (hits + 2.0 * prior) / (n + 2.0)
 
     # ---------------------------------------------------------------------------- predict
@@ -1506,12 +1529,10 @@ class NextActionPredictor:
         for i in range(min(top_k, len(cands))):
             conf = top if i == 0 else min(top, top * probs[i] / probs[0]) if probs[0] else 0.0
             a = cands[i]
-            sr = None
-            if last_t is not None:
-                e = self._edges.get((last_t, tpls[i]))
-                if e is not None:
-                    sr = (e[0] + 1) / (e[0] + e[1] + 2)
-            reason = self._reason(hist, rows[i], tpls[i], sr, task_text)
+            # Sessions with a known outcome that made this transition: [successes, failures].
+            e = self._edges.get((last_t, tpls[i])) if last_t is not None else None
+            sr = _observed_rate(*e) if e is not None else None
+            reason = self._reason(hist, rows[i], tpls[i], e, task_text)
             if i == 0 and len(scores) > 1 and scores[0] < max(scores):  # moved first by program_first
                 prog = _program(a)
                 mass = self._program_mass(cands, probs)[prog]
@@ -1524,15 +1545,16 @@ class NextActionPredictor:
             ))
         return out
 
-    def _reason(self, hist: list[str], x: list[float], tpl: str, sr: float | None,
+    def _reason(self, hist: list[str], x: list[float], tpl: str, outcomes: list[int] | None,
                 task: str | None) -> str:
+        """Explain a candidate by its strongest feature; ``outcomes``: [successes, failures]."""
         wts = self._weights()
         contrib = [(wts[j] * xj, j) for j, xj in enumerate(x) if xj]
         if not contrib:
             return "no evidence"
         _, j = max(contrib)
         name = self._names[j]
-        rate = f", {sr:.0%} success" if sr is not None else ""
+        rate = f", {outcomes[0]} of {sum(outcomes)} sessions succeeded" if outcomes else ""
         if name.startswith(("order", "last")):
             k = int(name[5:] if name.startswith("order") else name[4:])
             if k == 0:
@@ -1591,7 +1613,8 @@ class NextActionPredictor:
 
         Edge attributes: ``weight`` (transitions seen), ``successes`` and ``failures`` (of
         sessions with a known outcome that made the transition) and ``success_rate``
-        (Laplace-smoothed, in [0, 1]). Node attribute ``count``.
+        (``successes / (successes + failures)`` in [0, 1], None when no such session has a
+        known outcome). Node attribute ``count``.
         """
         g = nx.DiGraph()
         for t, o in self._outcomes.items():
@@ -1600,7 +1623,7 @@ class NextActionPredictor:
         for a, node in (tree.children[0] or {}).items():  # the order-1 contexts
             for b, w in tree.followers[node].items():
                 s, f = self._edges.get((a, b), (0, 0))
-                g.add_edge(a, b, weight=w, successes=s, failures=f, success_rate=(s + 1) / (s + f + 2))
+                g.add_edge(a, b, weight=w, successes=s, failures=f, success_rate=_observed_rate(s, f))
         return g
 
     def patterns(self, *, min_count: int = 1, limit: int | None = None) -> list[dict]:
@@ -1612,7 +1635,8 @@ class NextActionPredictor:
 
         Returns:
             Dicts ``{"steps", "count", "successes", "failures", "success_rate"}``, most frequent
-            first; ``success_rate`` is Laplace-smoothed in [0, 1].
+            first; ``success_rate`` is ``successes / (successes + failures)`` in [0, 1] over
+            the sessions with a known outcome, None when there is none (shell histories).
         """
         out = []
         for ctx, d in self._tnext.contexts():
@@ -1622,7 +1646,7 @@ class NextActionPredictor:
                 steps = list(ctx) + [t]
                 s, f = self._pattern_outcomes.get(tuple(steps), (0, 0))
                 out.append({"steps": steps, "count": c, "successes": s, "failures": f,
-                            "success_rate": (s + 1) / (s + f + 2)})
+                            "success_rate": _observed_rate(s, f)})
         out.sort(key=lambda p: (-p["count"], -len(p["steps"]), p["steps"]))
         return out[:limit] if limit is not None else out
 
