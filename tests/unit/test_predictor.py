@@ -331,3 +331,28 @@ def test_context_tree_counts_every_suffix_and_answers_only_whole_contexts():
     assert tree.followers_of(("b", "x")) == {}  # 'x b' never seen, though 'b' was
     assert tree.followers_of(()) == {}
     assert dict(tree.contexts())[("a", "b")] == {"c": 1, "d": 1}  # oldest symbol first
+
+
+def test_rankings_do_not_depend_on_the_interpreters_hash_seed():
+    # Similar past tasks vote for templates; equal votes once kept a set's order, which
+    # changes with PYTHONHASHSEED, so the same data ranked differently from run to run.
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "from procmem.embeddings import HashingEmbedder\n"
+        "from procmem.prediction import NextActionPredictor\n"
+        "m = NextActionPredictor(embedder=HashingEmbedder(dim=64))\n"
+        "for i in range(30):\n"
+        "    m.learn_session([f'f{j}(x={i})' for j in range(40)], task=f'other job {i}', session_id=f'o{i}')\n"
+        "m.learn_session([f'{n}(v=1)' for n in ('alpha', 'beta', 'gamma', 'delta', 'omega', 'kappa')],"
+        " task='tidy the workspace', session_id='s0')\n"
+        "print(m.rank(['alpha(v=1)'], task='tidy the workspace'))\n"
+    )
+    outputs = set()
+    for seed in ("1", "2", "3", "4"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
+        outputs.add(run.stdout)
+    assert len(outputs) == 1, outputs

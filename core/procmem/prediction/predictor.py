@@ -1156,17 +1156,17 @@ class NextActionPredictor:
             for j, s in neigh:
                 w = max(s, 0.0) / z
                 seq = self._task_templates[j]
-                nxt: set[str] = set()
+                # Distinct templates in order of appearance (a set's order varies with the
+                # interpreter's hash seed, and ties in the sort below keep this order).
                 if last_t is None:
-                    nxt.add(seq[0])
+                    nxt = [seq[0]]
                 else:
-                    for i in range(len(seq) - 1):
-                        if seq[i] == last_t:
-                            nxt.add(seq[i + 1])
+                    nxt = list(dict.fromkeys(seq[i + 1] for i in range(len(seq) - 1) if seq[i] == last_t))
                 for t in nxt:
                     tvotes.setdefault(t, [0.0, 0.0])[0] += w
-                for t in set(seq):
-                    tvotes.setdefault(t, [0.0, 0.0])[1] += w / len(set(seq))
+                distinct = dict.fromkeys(seq)
+                for t in distinct:
+                    tvotes.setdefault(t, [0.0, 0.0])[1] += w / len(distinct)
             for t in sorted(tvotes, key=lambda t: -tvotes[t][0] - tvotes[t][1])[:10]:
                 tscore.setdefault(t, [0.0] * (self.template_order + 1))
         if tscore:
