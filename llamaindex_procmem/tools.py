@@ -11,7 +11,7 @@ import re
 from llama_index.core.tools.tool_spec.base import BaseToolSpec
 
 from procmem import ProceduralMemory
-from procmem.errors import ConfigurationError
+from procmem.errors import ConfigurationError, ProcedureNotFoundError
 from procmem.types import Prediction, SearchResult
 
 __all__ = ["ProceduralMemoryToolSpec"]
@@ -134,9 +134,22 @@ class ProceduralMemoryToolSpec(BaseToolSpec):
             kind (str): skill, workflow, tool or persona (default workflow).
         """
         pid = self.memory.store_procedure(
-            _slug(name), steps, name=name, description=description, kind=kind, triggers=triggers or ()
+            self._procedure_id(name), steps, name=name, description=description, kind=kind, triggers=triggers or ()
         )
         return self._saved(name, pid)
+
+    def _procedure_id(self, name: str) -> str:
+        """The id a name is saved under: its slug, qualified by the namespace when another namespace holds it.
+
+        Procedure ids are unique in the store, so two agents sharing one (each in its own
+        namespace) may both save 'Deploy': the first gets ``deploy``, the other ``deploy-<namespace>``.
+        """
+        pid = _slug(name)
+        try:
+            owner = self.memory.get(pid, touch=False).namespace
+        except ProcedureNotFoundError:
+            return pid
+        return pid if owner == self.memory.namespace else f"{pid}-{_slug(self.memory.namespace)}"
 
     async def asave_procedure(
         self,
@@ -147,10 +160,7 @@ class ProceduralMemoryToolSpec(BaseToolSpec):
         kind: str = "workflow",
     ) -> str:
         """Async twin of :meth:`save_procedure`."""
-        pid = await self.memory.astore_procedure(
-            _slug(name), steps, name=name, description=description, kind=kind, triggers=triggers or ()
-        )
-        return await asyncio.to_thread(self._saved, name, pid)
+        return await asyncio.to_thread(self.save_procedure, name, steps, description, triggers, kind)
 
     # ------------------------------------------------------------------ outcomes
     def record_outcome(

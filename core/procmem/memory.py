@@ -667,7 +667,9 @@ class ProceduralMemory:
             The procedure id.
 
         Raises:
-            InvalidProcedureError: A field is invalid; nothing is stored.
+            InvalidProcedureError: A field is invalid, or ``procedure_id`` is taken by a
+                procedure of another namespace (another agent's; ids are unique in the store);
+                nothing is stored.
         """
         if not isinstance(procedure_id, str) or not procedure_id.strip():
             raise InvalidProcedureError(
@@ -691,6 +693,11 @@ class ProceduralMemory:
             existing = self.store.get(procedure_id)
         except KeyError:
             existing = None
+        if existing is not None and existing.namespace != self.namespace:
+            raise InvalidProcedureError(
+                f"procedure_id {procedure_id!r} belongs to namespace {existing.namespace!r}, not this memory's "
+                f"{self.namespace!r}; choose another id", field="procedure_id", value=procedure_id,
+            )
         data: dict[str, Any] = (
             existing.model_dump()
             if existing

@@ -57,6 +57,18 @@ def test_store_procedure_update_keeps_unspecified_fields_and_versions(memory):
     assert got.parameters == {"x": 1} and got.metadata == {"category": "c"} and got.version == 2
 
 
+def test_store_procedure_never_overwrites_another_namespaces_procedure(memory):
+    # Two agents share one store; ids are unique in it, so the second "deploy" must not
+    # become a new version of the first agent's procedure.
+    memory.store_procedure("deploy", ["git pull", "make deploy"])
+    other = ProceduralMemory(store=memory.store, embedder=memory.embedder, namespace="agent-b")
+    with pytest.raises(InvalidProcedureError, match="agent-b") as exc:
+        other.store_procedure("deploy", ["rm -rf build"])
+    assert exc.value.field == "procedure_id"
+    kept = memory.retrieve_procedure("deploy")
+    assert kept.version == 1 and [s.action for s in kept.steps] == ["git pull", "make deploy"]
+
+
 def test_execute_with_parameter_passing_against_registry(memory):
     calls = []
 

@@ -126,3 +126,16 @@ def test_invalid_options_raise(pm):
         ProceduralMemoryToolSpec(memory=pm, k=0)
     with pytest.raises(ConfigurationError, match="ProceduralMemory"):
         ProceduralMemoryToolSpec(memory="not a memory")
+
+
+def test_agents_sharing_a_store_save_the_same_name_apart(pm):
+    from procmem import ProceduralMemory
+
+    other = ProceduralMemory(store=pm.store, embedder=pm.embedder, namespace="agent-b")
+    mine, theirs = ProceduralMemoryToolSpec(memory=pm), ProceduralMemoryToolSpec(memory=other)
+    assert "id=deploy," in mine.save_procedure(name="Deploy", steps=["git pull", "make deploy"])
+    assert "id=deploy-agent-b, version 1" in theirs.save_procedure(name="Deploy", steps=["rm -rf build"])
+    assert "id=deploy-agent-b, version 2" in theirs.save_procedure(name="Deploy", steps=["make clean"])
+    kept = pm.get("deploy", touch=False)
+    assert kept.version == 1 and [s.action for s in kept.steps] == ["git pull", "make deploy"]
+    assert other.get("deploy-agent-b", touch=False).namespace == "agent-b"
