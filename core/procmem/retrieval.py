@@ -309,10 +309,16 @@ class _Experience:
         self._proto = {}
 
     def _postings(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Each word's past requests and their BM25 term weights (all but the idf), built once per change."""
         if self._arrays is None:
-            self._arrays = {w: (np.asarray(d, np.int64), np.asarray(t, np.float32))
-                            for w, (d, t) in self.postings.items()}
-            self._lengths = np.asarray(self.lengths, np.float32)
+            lengths = np.asarray(self.lengths, np.float32)
+            avg = (float(lengths.mean()) if len(lengths) else 0.0) or 1.0
+            arrays = {}
+            for w, (d, t) in self.postings.items():
+                docs, tf = np.asarray(d, np.int64), np.asarray(t, np.float32)
+                norm = self.k1 * (1.0 - self.b + self.b * lengths[docs] / avg)
+                arrays[w] = (docs, tf * (self.k1 + 1.0) / (tf + norm))
+            self._arrays = arrays
             self._ns_arr = np.asarray(self.ns, dtype=object)
         return self._arrays
 
@@ -322,16 +328,14 @@ class _Experience:
         if n == 0:
             return []
         post = self._postings()
-        avg = float(self._lengths.mean()) or 1.0
         scores = np.zeros(n, np.float32)
-        for w in {w.lower() for w in _WORD.findall(text)}:
+        for w in dict.fromkeys(w.lower() for w in _WORD.findall(text)):  # in order: sums are reproducible
             p = post.get(w)
             if p is None:
                 continue
-            docs, tf = p
+            docs, weight = p
             idf = math.log(1.0 + (n - len(docs) + 0.5) / (len(docs) + 0.5))
-            norm = self.k1 * (1.0 - self.b + self.b * self._lengths[docs] / avg)
-            scores[docs] += idf * tf * (self.k1 + 1.0) / (tf + norm)
+            scores[docs] += idf * weight
         if namespace is not None:
             scores[self._ns_arr != namespace] = 0.0
         k = min(k, n)

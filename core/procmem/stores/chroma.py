@@ -80,7 +80,7 @@ from procmem.errors import (
     VectorStoreError,
 )
 from procmem.stores.base import ProcedureStore, with_counters
-from procmem.types import Outcome, Procedure, ProcedureVersion, SessionRecord, Usage, utcnow
+from procmem.types import STORED, Outcome, Procedure, ProcedureVersion, SessionRecord, Usage, utcnow
 
 __all__ = ["BM25_B", "BM25_K1", "ChromaStore"]
 
@@ -483,7 +483,7 @@ class ChromaStore(ProcedureStore):
             for pid, row in old.items():
                 meta = row["metadatas"] or {}
                 emb = row["embeddings"]
-                stored_rec = Procedure.model_validate_json(meta["record"])
+                stored_rec = Procedure.model_validate_json(meta["record"], context=STORED)
                 state[pid] = {
                     "record": stored_rec,
                     "version": int(meta.get("version", 0)),
@@ -603,7 +603,7 @@ class ChromaStore(ProcedureStore):
         return stored
 
     def _record(self, meta: dict[str, Any] | None) -> Procedure:
-        return Procedure.model_validate_json((meta or {})["record"])
+        return Procedure.model_validate_json((meta or {})["record"], context=STORED)
 
     def get(self, procedure_id: str) -> Procedure:
         """Return the current version; see :meth:`ProcedureStore.get`."""
@@ -752,7 +752,7 @@ class ChromaStore(ProcedureStore):
             ProcedureVersion(
                 procedure_id=procedure_id,
                 version=int(m["version"]),
-                procedure=Procedure.model_validate_json(m["record"]),
+                procedure=Procedure.model_validate_json(m["record"], context=STORED),
                 note=m.get("note", ""),
                 created_at=datetime.fromisoformat(m["created_at"]),
             )
@@ -1108,7 +1108,7 @@ class ChromaStore(ProcedureStore):
         metas = sorted(rows["metadatas"], key=lambda m: -int(m.get("seq", 0)))
         if limit is not None:
             metas = metas[: int(limit)]
-        return [Outcome.model_validate_json(m["record"]) for m in metas]
+        return [Outcome.model_validate_json(m["record"], context=STORED) for m in metas]
 
     # ------------------------------------------------------------------ sessions
     def add_sessions(self, sessions: Sequence[SessionRecord]) -> int:
@@ -1145,7 +1145,7 @@ class ChromaStore(ProcedureStore):
         where = None if namespace is None else {"namespace": namespace}
         rows = self._get_all("sessions", where=where, include=["metadatas"], operation="iterate sessions")
         for m in sorted(rows["metadatas"], key=lambda m: int(m.get("seq", 0))):
-            yield SessionRecord.model_validate_json(m["record"])
+            yield SessionRecord.model_validate_json(m["record"], context=STORED)
 
     def count_sessions(self, *, namespace: str | None = None) -> int:
         """Number of stored sessions."""
