@@ -180,6 +180,11 @@ class ProceduralMemoryToolSpec(BaseToolSpec):
             error (str | None): What went wrong, when it failed.
             duration (float | None): How long it took, in seconds.
         """
+        # Ids are unique in the store: grade only this memory's namespace's procedures.
+        if self.memory.get(procedure_id, touch=False).namespace != self.memory.namespace:
+            raise ProcedureNotFoundError(
+                f"no procedure with id {procedure_id!r} in namespace {self.memory.namespace!r}"
+            )
         proc = self.memory.record_outcome(procedure_id, success, duration=duration, error=error)
         if query:
             self.memory.record_usage(query, procedure_id, success)
@@ -194,10 +199,7 @@ class ProceduralMemoryToolSpec(BaseToolSpec):
         duration: float | None = None,
     ) -> str:
         """Async twin of :meth:`record_outcome`."""
-        proc = await self.memory.arecord_outcome(procedure_id, success, duration=duration, error=error)
-        if query:
-            await self.memory.arecord_usage(query, procedure_id, success)
-        return self._recorded(proc.id, success, proc.stats.successes, proc.stats.executions)
+        return await asyncio.to_thread(self.record_outcome, procedure_id, success, query, error, duration)
 
     @staticmethod
     def _recorded(pid: str, success: bool, successes: int, executions: int) -> str:

@@ -81,6 +81,15 @@ def _pydantic_error(exc: pydantic.ValidationError, cls: type[ValidationError], w
     return cls(f"invalid {what}: field {field!r}: {err.get('msg')} (got {shown})", field=field, value=value)
 
 
+def _is_unicode(text: str) -> bool:
+    """Whether ``text`` encodes to UTF-8 (lone surrogates do not, and SQLite cannot store them)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _default_embedder() -> Embedder:
     if importlib.util.find_spec("sentence_transformers") is None:
         raise ImportError(
@@ -195,16 +204,16 @@ class ProceduralMemory:
     def _ns(self, namespace: str | None) -> str:
         if namespace is None:
             return self.namespace
-        if not isinstance(namespace, str) or not namespace.strip():
-            raise ValidationError(f"namespace must be a non-empty str, got {namespace!r}", field="namespace",
-                                  value=namespace)
+        if not isinstance(namespace, str) or not namespace.strip() or not _is_unicode(namespace):
+            raise ValidationError(f"namespace must be a non-empty str of valid Unicode, got {namespace!r}",
+                                  field="namespace", value=namespace)
         return namespace
 
     @staticmethod
-    def _id(procedure_id: Any, field: str = "procedure_id") -> str:
-        if not isinstance(procedure_id, str) or not procedure_id.strip():
-            raise ValidationError(f"{field} must be a non-empty str, got {procedure_id!r}", field=field,
-                                  value=procedure_id)
+    def _id(procedure_id: Any, field: str = "procedure_id", error: type[ValidationError] = ValidationError) -> str:
+        if not isinstance(procedure_id, str) or not procedure_id.strip() or not _is_unicode(procedure_id):
+            raise error(f"{field} must be a non-empty str of valid Unicode, got {procedure_id!r}", field=field,
+                        value=procedure_id)
         return procedure_id
 
     def _embed(self, procedures: Sequence[Procedure]) -> np.ndarray:
@@ -404,7 +413,8 @@ class ProceduralMemory:
         agent works.
 
         Raises:
-            ProcedureNotFoundError: Unknown id.
+            ProcedureNotFoundError: No procedure of the namespace has this id (a usage never
+                points at another namespace's procedure).
         """
         self._id(procedure_id)
         self.retriever.record_usage(query, procedure_id, success, namespace=self._ns(namespace))
@@ -671,10 +681,7 @@ class ProceduralMemory:
                 procedure of another namespace (another agent's; ids are unique in the store);
                 nothing is stored.
         """
-        if not isinstance(procedure_id, str) or not procedure_id.strip():
-            raise InvalidProcedureError(
-                f"procedure_id must be a non-empty str, got {procedure_id!r}", field="procedure_id", value=procedure_id
-            )
+        self._id(procedure_id, error=InvalidProcedureError)
         for field, value in (("parameters", parameters), ("metadata", metadata)):
             if value is not None and not isinstance(value, Mapping):
                 raise InvalidProcedureError(
@@ -1157,16 +1164,17 @@ class ProceduralMemory:
     def mine_workflows(self, *, namespace: str | None = None) -> list[Procedure]:
         """Promote recurring successful sequences into stored workflows; demote failing ones.
 
-        A candidate becomes a ``workflow`` procedure tagged ``learned`` with id
-        ``wf-<key>`` (version 1, note ``promoted``). When its success rate later falls below
-        ``mining.min_success_rate`` a new version with ``metadata["status"] = "demoted"`` is
-        written (note ``demoted``), so the change is visible in :meth:`versions`; if it recovers
-        it is promoted again.
+        A candidate becomes a ``workflow`` procedure tagged ``learned`` with id ``wf-<key>`` in
+        the ``default`` namespace and ``wf-<namespace>-<key>`` in others (ids are unique in the
+        store, and two namespaces may learn the same workflow), version 1, note ``promoted``.
+        When its success rate later falls below ``mining.min_success_rate`` a new version with
+        ``metadata["status"] = "demoted"`` is written (note ``demoted``), so the change is
+        visible in :meth:`versions`; if it recovers it is promoted again.
 
         Returns:
             The workflows whose record changed.
         """
-        from procmem.learning.mining import mine_workflows, outcome_summary
+        from procmem.learning.mining import mine_workflows, outcome_summary, workflow_key
 
         ns = self._ns(namespace)
         cfg = self.mining
@@ -1178,14 +1186,21 @@ class ProceduralMemory:
             min_length=cfg.min_length,
             max_length=cfg.max_length,
         )
-        existing = {p.id: p for p in self.store.list(namespace=ns, kinds=["workflow"], tags=["learned"])}
+
+        def key_of(wf: Procedure) -> str:
+            templates = wf.metadata.get("templates")
+            ok = isinstance(templates, list) and templates and all(isinstance(t, str) for t in templates)
+            return workflow_key(templates) if ok else wf.id
+
+        # This namespace's learned workflows by the key of their steps (whatever their id).
+        existing = {key_of(p): p for p in self.store.list(namespace=ns, kinds=["workflow"], tags=["learned"])}
         room = cfg.max_workflows - sum(1 for p in existing.values() if p.metadata.get("status") == "promoted")
         writes: dict[str, list[Procedure]] = {}
         for cand in candidates:
-            wid = f"wf-{cand.key}"
             rate = cand.promotion_rate()  # sessions without an outcome count as successes here
             ok = rate >= cfg.min_success_rate
-            old = existing.get(wid)
+            old = existing.get(cand.key)
+            wid = old.id if old is not None else f"wf-{cand.key}" if ns == "default" else f"wf-{ns}-{cand.key}"
             if old is None and (not ok or room <= 0):
                 continue
             status = "promoted" if ok else "demoted"
@@ -1242,9 +1257,15 @@ class ProceduralMemory:
 
         Returns:
             Number of records written.
+
+        Raises:
+            ValidationError: ``path`` names the store's own database (its SQLite file with its
+                ``-wal``, ``-shm`` or ``-journal`` companions, or a file in a Chroma directory):
+                replacing it would destroy the store.
         """
         ns = self._ns(namespace)
         target = Path(path)
+        self._refuse_store_file(target)
         target.parent.mkdir(parents=True, exist_ok=True)
         n = 0
         fd, tmp = tempfile.mkstemp(prefix=".procmem-", suffix=".jsonl", dir=str(target.parent))
@@ -1280,6 +1301,22 @@ class ProceduralMemory:
             Path(tmp).unlink(missing_ok=True)
             raise
         return n
+
+    def _refuse_store_file(self, target: Path) -> None:
+        """Raise ``ValidationError`` if writing ``target`` would replace the store's own files."""
+        store_path = getattr(self.store, "path", None)
+        if not store_path or store_path == ":memory:":
+            return
+        base, resolved = Path(store_path).resolve(), target.resolve()
+        if base.is_dir():
+            hit = resolved.is_relative_to(base)
+        else:
+            hit = resolved in {base, *(Path(f"{base}{suffix}") for suffix in ("-wal", "-shm", "-journal"))}
+        if hit:
+            raise ValidationError(
+                f"cannot save to {str(target)!r}: it is the store's own database ({store_path!r}); "
+                "choose another file", field="path", value=str(target),
+            )
 
     def load(self, path: str | os.PathLike[str], *, namespace: str | None = None) -> dict[str, int]:
         """Import a file written by :meth:`save` into a namespace (default: this memory's).

@@ -79,6 +79,7 @@ from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ValidationError as PydanticValidationError
 
 from procmem.embeddings.base import Embedder, normalize_rows
 from procmem.errors import ProcedureNotFoundError, ValidationError
@@ -714,7 +715,7 @@ class HybridRetriever:
 
         Raises:
             ValidationError: Blank query or namespace.
-            ProcedureNotFoundError: No procedure has this id.
+            ProcedureNotFoundError: No procedure of ``namespace`` has this id.
         """
         self.record_usages([(query, procedure_id, success, namespace)])
 
@@ -736,7 +737,8 @@ class HybridRetriever:
 
         Raises:
             ValidationError: An item is malformed (names the item index and field).
-            ProcedureNotFoundError: An id is unknown; nothing of that batch was written.
+            ProcedureNotFoundError: An id is unknown, or names a procedure of another namespace
+                than the usage's; nothing of that batch was written.
         """
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValidationError(f"batch_size must be an int >= 1, got {batch_size!r}",
@@ -747,8 +749,12 @@ class HybridRetriever:
             batch = usages[start:start + batch_size]
             known = self.store.get_many(list({u.procedure_id for u in batch}))
             for u in batch:
-                if u.procedure_id not in known:
-                    raise ProcedureNotFoundError(f"no procedure with id {u.procedure_id!r} (usage {u.query!r})")
+                # A usage belongs to its namespace's procedures: another namespace's would train
+                # the ranking of a procedure this namespace can never retrieve.
+                if u.procedure_id not in known or known[u.procedure_id].namespace != u.namespace:
+                    raise ProcedureNotFoundError(
+                        f"no procedure with id {u.procedure_id!r} in namespace {u.namespace!r} (usage {u.query!r})"
+                    )
             vecs = self.embedder.embed_documents([u.query for u in batch])
             self.store.add_usages(batch, vecs)
             with self._lock:
@@ -792,7 +798,13 @@ class HybridRetriever:
         if not isinstance(success, bool):
             raise ValidationError(f"usage {i}: success must be a bool, got {success!r}", field="success",
                                   value=success)
-        return Usage(query=query, procedure_id=pid, success=success, namespace=ns)
+        try:
+            return Usage(query=query, procedure_id=pid, success=success, namespace=ns)
+        except PydanticValidationError as exc:  # e.g. text that is not valid Unicode
+            err = exc.errors()[0]
+            field = ".".join(str(x) for x in err.get("loc", ())) or "items"
+            raise ValidationError(f"usage {i}: {field}: {err.get('msg')} (got {err.get('input')!r})"[:300],
+                                  field=field, value=err.get("input")) from None
 
     # ------------------------------------------------------------------ searching
     @staticmethod

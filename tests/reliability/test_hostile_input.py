@@ -586,6 +586,34 @@ def test_a_damaged_store_file_raises_only_storage_errors(tmp_path_factory, data)
         pass  # pinned by test_a_store_with_invalid_utf8_text_is_refused_as_corrupt (xfail)
 
 
+def test_a_damaged_page_makes_searches_and_writes_raise_storage_errors(tmp_path):
+    # The vector load and the body of a write transaction let sqlite3.DatabaseError through raw.
+    src = tmp_path / "store.sqlite3"
+    memory = _memory(src)
+    memory.add_many([{"id": f"d{i}", "name": f"damaged {i}", "description": "desc " * 50,
+                      "steps": ["a" * 200, "b"]} for i in range(50)])
+    memory.store._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    memory.close()
+    raw = src.read_bytes()
+    page = 4096
+    raised = set()
+    for start in range(2 * page, len(raw), 4 * page):
+        damaged = tmp_path / f"damaged-{start}.sqlite3"
+        damaged.write_bytes(raw[:start] + bytes(range(256)) * (page // 256) + raw[start + page:])
+        try:
+            m = _memory(damaged)
+        except StorageError:
+            continue
+        for op, args in ((m.search, ("desc",)), (m.store_procedure, ("d1", ["x"])), (m.clear, ()),
+                         (m.record_outcome, ("d2", True)), (m.delete, ("d3",))):
+            try:
+                op(*args)
+            except ProcMemError as exc:  # never a raw sqlite3 error
+                raised.add(type(exc).__name__)
+        m.close()
+    assert "CorruptStoreError" in raised  # the damage was seen, and reported as procmem's error
+
+
 STORE_UTF8 = (
     "a store file whose text (schema or records) holds invalid UTF-8 makes sqlite3 raise "
     "UnicodeDecodeError, which SQLiteStore._open and _read do not catch (they catch "

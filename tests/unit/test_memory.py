@@ -69,6 +69,55 @@ def test_store_procedure_never_overwrites_another_namespaces_procedure(memory):
     assert kept.version == 1 and [s.action for s in kept.steps] == ["git pull", "make deploy"]
 
 
+def test_two_namespaces_learning_the_same_workflow_keep_their_own(memory):
+    # Mined workflow ids were "wf-<key>" in every namespace: the second agent to learn a
+    # routine the first had learned got InvalidProcedureError from every learn_session.
+    other = ProceduralMemory(store=memory.store, embedder=memory.embedder, namespace="agent-b",
+                             mining=MiningConfig(min_support=2))
+    memory.mining = MiningConfig(min_support=2)
+    steps = ["git add .", "git commit -m wip", "git push"]
+    for m in (memory, other, memory, other):
+        m.learn_session(steps, "success")
+    (mine,) = memory.list(kind="workflow", tags=["learned"])
+    (theirs,) = other.list(kind="workflow", tags=["learned"])
+    assert mine.id != theirs.id and theirs.id.startswith("wf-agent-b-")
+    assert mine.metadata["support"] == theirs.metadata["support"] == 2
+    other.learn_session(steps, "success")  # found again by its steps: updated, not duplicated
+    (theirs,) = other.list(kind="workflow", tags=["learned"])
+    assert theirs.metadata["support"] == 3 and memory.get(mine.id, touch=False).metadata["support"] == 2
+
+
+def test_usages_never_point_at_another_namespaces_procedure(memory):
+    # Namespace B's requests would train the ranking of A's procedure, which B never retrieves.
+    memory.store_procedure("deploy", ["git pull", "make deploy"], description="deploy the app")
+    other = ProceduralMemory(store=memory.store, embedder=memory.embedder, namespace="agent-b")
+    with pytest.raises(ProcedureNotFoundError, match="agent-b"):
+        other.record_usage("ship it", "deploy")
+    with pytest.raises(ProcedureNotFoundError, match="agent-b"):
+        other.record_skill_usage("deploy", situation="ship it")
+    assert memory.store.count_usages() == 0
+    memory.record_usage("ship it", "deploy")
+    assert memory.store.count_usages(namespace="default") == 1
+
+
+@pytest.mark.parametrize("bad", ["n\udc80", "\ud800x"])
+def test_ids_that_are_not_unicode_are_refused_by_field(memory, bad):
+    # Lone surrogates cannot be stored; they raised a raw UnicodeEncodeError from sqlite3.
+    for call in (lambda: memory.get(bad), lambda: memory.delete(bad),
+                 lambda: memory.record_outcome(bad, True), lambda: memory.list(namespace=bad)):
+        with pytest.raises(ValidationError) as exc:
+            call()
+        assert exc.value.field in ("procedure_id", "namespace")
+    with pytest.raises(InvalidProcedureError) as exc:
+        memory.store_procedure(bad, ["a"])
+    assert exc.value.field == "procedure_id"
+    memory.store_procedure("p", ["a"])
+    with pytest.raises(ValidationError) as exc:
+        memory.record_usage(bad, "p")
+    assert exc.value.field == "query"
+    assert [p.id for p in memory.list()] == ["p"]
+
+
 def test_execute_with_parameter_passing_against_registry(memory):
     calls = []
 
@@ -479,6 +528,22 @@ def test_seed001_learn_workflow_and_observe_stream(memory):
     memory.observe("make test", session_id="s1")
     record = memory.end_session("s1", outcome="success")
     assert record.actions == ["make", "make test"] and memory.store.has_session("s1")
+
+
+@pytest.mark.parametrize("suffix", ["", "-wal", "-shm", "-journal"])
+def test_save_refuses_the_stores_own_database(memory, suffix):
+    # os.replace put the export over the live SQLite file: the store was destroyed.
+    memory.store_procedure("p", ["a"])
+    memory.close()
+    memory = ProceduralMemory(path=memory.store.path, embedder=memory.embedder)  # data now in the main file
+    with pytest.raises(ValidationError, match="own database") as exc:
+        memory.save(memory.store.path + suffix)
+    assert exc.value.field == "path"
+    memory.store_procedure("q", ["b"])
+    memory.close()
+    reopened = ProceduralMemory(path=memory.store.path, embedder=memory.embedder)
+    assert [p.id for p in reopened.list()] == ["p", "q"]
+    reopened.close()
 
 
 def test_save_and_load_roundtrip(tmp_path, embedder, memory):

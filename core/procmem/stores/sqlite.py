@@ -295,6 +295,9 @@ class SQLiteStore(ProcedureStore):
             self._indexes_touched = False  # set when this write updates an in-memory index
             try:
                 yield cur
+            except sqlite3.Error as exc:
+                self._rollback()
+                raise self._db_error(exc, "write failed") from exc
             except BaseException:
                 self._rollback()
                 raise
@@ -306,6 +309,20 @@ class SQLiteStore(ProcedureStore):
                     raise StorageError(f"commit failed on {self.path!r}: {exc}") from exc
             finally:
                 cur.close()
+
+    def _db_error(self, exc: sqlite3.Error, what: str) -> StorageError:
+        """The procmem error for a SQLite error: ``CorruptStoreError`` when the file is damaged."""
+        if getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+            return CorruptStoreError(f"{what} on {self.path!r}: the database is corrupt ({exc})")
+        return StorageError(f"{what} on {self.path!r}: {exc}")
+
+    @contextmanager
+    def _sql_errors(self, what: str) -> Iterator[None]:
+        """Raise SQLite errors of the block as procmem's (see :meth:`_db_error`)."""
+        try:
+            yield
+        except sqlite3.DatabaseError as exc:
+            raise self._db_error(exc, what) from exc
 
     def _rollback(self) -> None:
         self._conn.rollback()
@@ -349,7 +366,7 @@ class SQLiteStore(ProcedureStore):
             except UnicodeDecodeError as exc:
                 raise CorruptStoreError(f"{self.path!r} holds text that is not UTF-8: {exc}") from exc
             except sqlite3.DatabaseError as exc:
-                raise StorageError(f"read failed on {self.path!r}: {exc}") from exc
+                raise self._db_error(exc, "read failed") from exc
 
     def _check_model(self, name: str) -> None:
         rows = self._read("SELECT value FROM meta WHERE key = 'embedding_model'")
@@ -436,7 +453,7 @@ class SQLiteStore(ProcedureStore):
                 index.close()
 
     def _proc_index(self) -> VectorIndex:
-        with self._lock:
+        with self._lock, self._sql_errors("loading the vectors failed"):
             self._refresh()
             if self._vectors is None:
                 dim = self._stored_dim()
@@ -459,7 +476,7 @@ class SQLiteStore(ProcedureStore):
             return self._vectors
 
     def _usage_index(self) -> VectorIndex:
-        with self._lock:
+        with self._lock, self._sql_errors("loading the usage vectors failed"):
             self._refresh()
             if self._usage_vectors is None:
                 index = VectorIndex(self._stored_dim(), ann_min_rows=self.ann_min_rows)

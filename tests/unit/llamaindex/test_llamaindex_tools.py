@@ -139,3 +139,19 @@ def test_agents_sharing_a_store_save_the_same_name_apart(pm):
     kept = pm.get("deploy", touch=False)
     assert kept.version == 1 and [s.action for s in kept.steps] == ["git pull", "make deploy"]
     assert other.get("deploy-agent-b", touch=False).namespace == "agent-b"
+
+
+async def test_record_outcome_grades_only_this_namespaces_procedures(pm):
+    # The tool recorded outcomes (and usages) on another agent's procedure given its id.
+    from procmem import ProceduralMemory
+
+    pm.store_procedure("deploy", ["git pull", "make deploy"])
+    other = ProceduralMemoryToolSpec(memory=ProceduralMemory(store=pm.store, embedder=pm.embedder,
+                                                             namespace="agent-b"))
+    with pytest.raises(ProcedureNotFoundError, match="agent-b"):
+        other.record_outcome("deploy", False, query="ship it")
+    with pytest.raises(ProcedureNotFoundError, match="agent-b"):
+        await other.arecord_outcome("deploy", False)
+    kept = pm.get("deploy", touch=False)
+    assert kept.stats.executions == 0 and pm.store.count_usages() == 0
+    assert "1/1" in ProceduralMemoryToolSpec(memory=pm).record_outcome("deploy", True, query="ship it")
