@@ -637,6 +637,27 @@ def test_a_store_with_invalid_utf8_text_is_refused_as_corrupt(tmp_path):
         raise AssertionError(f"{type(exc).__name__} escaped: {exc}") from exc
 
 
+def test_a_record_edited_into_an_invalid_one_is_reported_as_corrupt(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "store.sqlite3"
+    memory = _memory(path)
+    pid = memory.store_procedure("deploy", ["git pull", "make deploy"])
+    memory.close()
+    con = sqlite3.connect(path)
+    record = json.loads(con.execute("SELECT record FROM procedures").fetchone()[0])
+    record["importance"] = 7  # out of [0, 1]
+    con.execute("UPDATE procedures SET record = ?", (json.dumps(record),))
+    con.commit()
+    con.close()
+    before = path.read_bytes()
+    store = SQLiteStore(path)
+    with pytest.raises(CorruptStoreError, match="importance"):
+        store.get(pid)
+    store.close()
+    assert path.read_bytes() == before
+
+
 # --------------------------------------------------------------------------- the CLI
 
 

@@ -26,12 +26,13 @@ from typing import Any, TypeVar
 import numpy as np
 import pydantic
 
-from procmem.errors import InvalidProcedureError
-from procmem.types import Outcome, Procedure, ProcedureVersion, SessionRecord, Usage
+from procmem.errors import CorruptStoreError, InvalidProcedureError
+from procmem.types import STORED, Outcome, Procedure, ProcedureVersion, SessionRecord, Usage
 
-__all__ = ["ProcedureStore", "SearchFilter", "with_counters"]
+__all__ = ["ProcedureStore", "SearchFilter", "read_record", "with_counters"]
 
 T = TypeVar("T")
+M = TypeVar("M", bound=pydantic.BaseModel)
 
 #: Procedures read per page by the default :meth:`ProcedureStore.mean_embedding`.
 _PAGE = 1_000
@@ -54,6 +55,28 @@ def with_counters(procedure: Procedure, **changes: Any) -> Procedure:
         where = ".".join(str(x) for x in err.get("loc", ())) or None
         raise InvalidProcedureError(f"procedure {procedure.id!r} cannot be stored: {where}: {err.get('msg')}",
                                     field=where, value=err.get("input")) from None
+
+
+def read_record(model: type[M], raw: str | bytes, *, source: str) -> M:
+    """Parse a record a store wrote as JSON (validated, but not re-checked for JSON safety).
+
+    Args:
+        model: The record class (``Procedure``, ``Outcome``, ``SessionRecord``...).
+        raw: Its JSON text.
+        source: The store, named in the error (its path or collection).
+
+    Raises:
+        CorruptStoreError: The stored text is not a valid record (edited or damaged by hand);
+            the store is left untouched.
+    """
+    try:
+        return model.model_validate_json(raw, context=STORED)
+    except pydantic.ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(x) for x in err.get("loc", ())) or "record"
+        raise CorruptStoreError(
+            f"{source} holds an invalid {model.__name__} record: {where}: {err.get('msg')}; it was left untouched"
+        ) from None
 
 
 class SearchFilter(dict):

@@ -79,8 +79,8 @@ from procmem.errors import (
     ProcMemError,
     VectorStoreError,
 )
-from procmem.stores.base import ProcedureStore, with_counters
-from procmem.types import STORED, Outcome, Procedure, ProcedureVersion, SessionRecord, Usage, utcnow
+from procmem.stores.base import ProcedureStore, read_record, with_counters
+from procmem.types import Outcome, Procedure, ProcedureVersion, SessionRecord, Usage, utcnow
 
 __all__ = ["BM25_B", "BM25_K1", "ChromaStore"]
 
@@ -315,6 +315,11 @@ class ChromaStore(ProcedureStore):
     def _col(self, name: str) -> Any:
         return self._cols[name]
 
+    @property
+    def _source(self) -> str:
+        """This store in error messages."""
+        return f"Chroma store {self.prefix!r} at {self.location}"
+
     def _chunks(self, items: Sequence[Any], size: int | None = None) -> Iterator[Sequence[Any]]:
         size = size or self._batch
         for start in range(0, len(items), size):
@@ -483,7 +488,7 @@ class ChromaStore(ProcedureStore):
             for pid, row in old.items():
                 meta = row["metadatas"] or {}
                 emb = row["embeddings"]
-                stored_rec = Procedure.model_validate_json(meta["record"], context=STORED)
+                stored_rec = read_record(Procedure, meta["record"], source=self._source)
                 state[pid] = {
                     "record": stored_rec,
                     "version": int(meta.get("version", 0)),
@@ -603,7 +608,7 @@ class ChromaStore(ProcedureStore):
         return stored
 
     def _record(self, meta: dict[str, Any] | None) -> Procedure:
-        return Procedure.model_validate_json((meta or {})["record"], context=STORED)
+        return read_record(Procedure, (meta or {})["record"], source=self._source)
 
     def get(self, procedure_id: str) -> Procedure:
         """Return the current version; see :meth:`ProcedureStore.get`."""
@@ -752,7 +757,7 @@ class ChromaStore(ProcedureStore):
             ProcedureVersion(
                 procedure_id=procedure_id,
                 version=int(m["version"]),
-                procedure=Procedure.model_validate_json(m["record"], context=STORED),
+                procedure=read_record(Procedure, m["record"], source=self._source),
                 note=m.get("note", ""),
                 created_at=datetime.fromisoformat(m["created_at"]),
             )
@@ -1108,7 +1113,7 @@ class ChromaStore(ProcedureStore):
         metas = sorted(rows["metadatas"], key=lambda m: -int(m.get("seq", 0)))
         if limit is not None:
             metas = metas[: int(limit)]
-        return [Outcome.model_validate_json(m["record"], context=STORED) for m in metas]
+        return [read_record(Outcome, m["record"], source=self._source) for m in metas]
 
     # ------------------------------------------------------------------ sessions
     def add_sessions(self, sessions: Sequence[SessionRecord]) -> int:
@@ -1145,7 +1150,7 @@ class ChromaStore(ProcedureStore):
         where = None if namespace is None else {"namespace": namespace}
         rows = self._get_all("sessions", where=where, include=["metadatas"], operation="iterate sessions")
         for m in sorted(rows["metadatas"], key=lambda m: int(m.get("seq", 0))):
-            yield SessionRecord.model_validate_json(m["record"], context=STORED)
+            yield read_record(SessionRecord, m["record"], source=self._source)
 
     def count_sessions(self, *, namespace: str | None = None) -> int:
         """Number of stored sessions."""

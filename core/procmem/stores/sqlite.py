@@ -48,8 +48,8 @@ from procmem.errors import (
 )
 from procmem.stores._lexical import LEXICAL_MIN_ROWS, LexicalIndex, LexicalRow, tantivy_available
 from procmem.stores._vectors import ANN_MIN_ROWS, VectorIndex, check_ann_min_rows
-from procmem.stores.base import ProcedureStore, with_counters
-from procmem.types import STORED, Outcome, Procedure, ProcedureKind, ProcedureVersion, SessionRecord, Usage, utcnow
+from procmem.stores.base import ProcedureStore, read_record, with_counters
+from procmem.types import Outcome, Procedure, ProcedureKind, ProcedureVersion, SessionRecord, Usage, utcnow
 
 __all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "SQLiteStore"]
 
@@ -593,7 +593,7 @@ class SQLiteStore(ProcedureStore):
                     if not replace_counters:
                         # Counters are bookkeeping, not content: take them from the row as it is
                         # inside this transaction, so an outcome recorded meanwhile is not lost.
-                        stored_rec = Procedure.model_validate_json(old["record"], context=STORED)
+                        stored_rec = read_record(Procedure, old["record"], source=repr(self.path))
                         update.update(
                             stats=stored_rec.stats,
                             access_count=stored_rec.access_count,
@@ -675,7 +675,7 @@ class SQLiteStore(ProcedureStore):
         rows = self._read("SELECT record FROM procedures WHERE id = ?", (procedure_id,))
         if not rows:
             raise ProcedureNotFoundError(f"no procedure with id {procedure_id!r}")
-        return Procedure.model_validate_json(rows[0]["record"], context=STORED)
+        return read_record(Procedure, rows[0]["record"], source=repr(self.path))
 
     def get_many(self, procedure_ids: Sequence[str]) -> dict[str, Procedure]:
         """Return the existing procedures among ``procedure_ids``, keyed by id."""
@@ -685,7 +685,7 @@ class SQLiteStore(ProcedureStore):
             chunk = ids[start : start + 500]
             marks = ",".join("?" * len(chunk))
             for r in self._read(f"SELECT record FROM procedures WHERE id IN ({marks})", chunk):
-                p = Procedure.model_validate_json(r["record"], context=STORED)
+                p = read_record(Procedure, r["record"], source=repr(self.path))
                 out[p.id] = p
         return out
 
@@ -732,7 +732,7 @@ class SQLiteStore(ProcedureStore):
         elif offset:
             sql += " LIMIT -1 OFFSET ?"
             params.append(int(offset))
-        return [Procedure.model_validate_json(r["record"], context=STORED) for r in self._read(sql, params)]
+        return [read_record(Procedure, r["record"], source=repr(self.path)) for r in self._read(sql, params)]
 
     def count(self, *, namespace: str | None = None) -> int:
         """Number of procedures (in a namespace, or in all)."""
@@ -750,7 +750,7 @@ class SQLiteStore(ProcedureStore):
         row = cur.execute("SELECT record FROM procedures WHERE id = ?", (procedure_id,)).fetchone()
         if row is None:
             raise ProcedureNotFoundError(f"no procedure with id {procedure_id!r}")
-        return Procedure.model_validate_json(row["record"], context=STORED)
+        return read_record(Procedure, row["record"], source=repr(self.path))
 
     def update_counters(
         self,
@@ -786,7 +786,7 @@ class SQLiteStore(ProcedureStore):
                 row = cur.execute("SELECT record FROM procedures WHERE id = ?", (pid,)).fetchone()
                 if row is None:
                     continue
-                rec = Procedure.model_validate_json(row["record"], context=STORED)
+                rec = read_record(Procedure, row["record"], source=repr(self.path))
                 rec = rec.model_copy(update={"access_count": rec.access_count + 1, "last_accessed": now})
                 self._rewrite_record(cur, rec)
 
@@ -839,7 +839,7 @@ class SQLiteStore(ProcedureStore):
             ProcedureVersion(
                 procedure_id=procedure_id,
                 version=r["version"],
-                procedure=Procedure.model_validate_json(r["record"], context=STORED),
+                procedure=read_record(Procedure, r["record"], source=repr(self.path)),
                 note=r["note"],
                 created_at=datetime.fromisoformat(r["created_at"]),
             )
@@ -1203,7 +1203,7 @@ class SQLiteStore(ProcedureStore):
         if limit is not None:
             sql += " LIMIT ?"
             params.append(int(limit))
-        return [Outcome.model_validate_json(r["record"], context=STORED) for r in self._read(sql, params)]
+        return [read_record(Outcome, r["record"], source=repr(self.path)) for r in self._read(sql, params)]
 
     # ------------------------------------------------------------------ sessions
     def add_sessions(self, sessions: Sequence[SessionRecord]) -> int:
@@ -1235,7 +1235,7 @@ class SQLiteStore(ProcedureStore):
             if not rows:
                 return
             for r in rows:
-                yield SessionRecord.model_validate_json(r["record"], context=STORED)
+                yield read_record(SessionRecord, r["record"], source=repr(self.path))
             last = rows[-1]["rowid"]
 
     def count_sessions(self, *, namespace: str | None = None) -> int:
