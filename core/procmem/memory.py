@@ -335,15 +335,31 @@ class ProceduralMemory:
     ) -> list[Procedure]:
         """List procedures of a namespace, optionally by kind, tags and category.
 
+        Args:
+            kind: Only this kind.
+            tags: Only procedures carrying all these tags.
+            category: Only this ``metadata["category"]``.
+            namespace: Whose (default: this memory's).
+            limit: At most this many (None: all).
+            offset: Skip this many first.
+
         Raises:
-            ValidationError: ``kind`` is not one of skill, workflow, tool, persona.
+            ValidationError: ``kind`` is not one of skill, workflow, tool, persona; ``tags`` is not
+                a list of str; ``limit`` or ``offset`` is not an int >= 0.
         """
+        from procmem.retrieval import check_tags
+
         try:
             kinds = None if kind is None else [ProcedureKind(kind).value]
         except ValueError:
             raise ValidationError(
                 f"kind must be one of {[k.value for k in ProcedureKind]}, got {kind!r}", field="kind", value=kind
             ) from None
+        check_tags(tags)
+        for field, value in (("limit", limit), ("offset", offset)):
+            if (value is not None or field == "offset") and (
+                    isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                raise ValidationError(f"{field} must be an int >= 0, got {value!r}", field=field, value=value)
         return self.store.list(
             namespace=self._ns(namespace), kinds=kinds, tags=tags, category=category, limit=limit, offset=offset
         )

@@ -119,6 +119,17 @@ def _lexical_query(text: str) -> str:
     return " ".join(kept) if kept else text
 
 
+def check_tags(tags: Any) -> None:
+    """Check a tag filter: None or a list of str (a lone str would filter by its characters).
+
+    Raises:
+        ValidationError: Anything else (names the field and the value).
+    """
+    if tags is not None and (isinstance(tags, (str, bytes)) or not isinstance(tags, Collection)
+                             or not all(isinstance(t, str) for t in tags)):
+        raise ValidationError(f"tags must be a list of str or None, got {tags!r}", field="tags", value=tags)
+
+
 def retrieval_text(procedure: Procedure) -> str:
     """Return the whole text embedded for dense retrieval, :meth:`Procedure.text` (see :func:`embed_procedures`)."""
     return procedure.text()
@@ -808,7 +819,7 @@ class HybridRetriever:
 
     # ------------------------------------------------------------------ searching
     @staticmethod
-    def _validate(query: Any, k: Any, min_score: Any, namespace: Any, kinds: Any = None) -> None:
+    def _validate(query: Any, k: Any, min_score: Any, namespace: Any, kinds: Any = None, tags: Any = None) -> None:
         if not isinstance(query, str) or not query.strip():
             raise ValidationError(f"query must be a non-blank str, got {query!r}", field="query", value=query)
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
@@ -828,6 +839,7 @@ class HybridRetriever:
             or any(getattr(x, "value", x) not in known for x in kinds)
         ):
             raise ValidationError(f"kinds must be a list of {known} or None, got {kinds!r}", field="kinds", value=kinds)
+        check_tags(tags)
 
     def search(
         self,
@@ -859,7 +871,7 @@ class HybridRetriever:
             ValidationError: Blank query, ``k < 1``, non-finite ``min_score``, blank namespace,
                 unknown kind.
         """
-        self._validate(query, k, min_score, namespace, kinds)
+        self._validate(query, k, min_score, namespace, kinds, tags)
         kinds_v = [getattr(x, "value", x) for x in kinds] if kinds else None
         tags_v = list(tags) if tags else None
         cfg = self.config

@@ -326,6 +326,19 @@ def test_toolbox_reads_memorizz_style_numpy_docstring(memory):
     assert tool.schema["properties"]["order_id"]["description"] == "The unique identifier for the customer order"
 
 
+def test_a_lone_tag_string_or_a_negative_page_is_an_error_not_an_empty_result(memory):
+    memory.store_procedure("deploy", ["git pull"], tags=["ops"])
+    assert [p.id for p in memory.list(tags=["ops"])] == ["deploy"]
+    assert [r.procedure.id for r in memory.search("deploy", tags=["ops"])] == ["deploy"]
+    with pytest.raises(ValidationError, match="tags"):
+        memory.search("deploy", tags="ops")  # once filtered by the tags 'o', 'p' and 's': nothing
+    with pytest.raises(ValidationError, match="tags"):
+        memory.list(tags="ops")
+    for bad in ({"offset": -5}, {"limit": -1}, {"limit": 2.5}):
+        with pytest.raises(ValidationError, match=next(iter(bad))):
+            memory.list(**bad)
+
+
 def test_unknown_kind_is_an_error_not_an_empty_result(memory):
     memory.store_procedure("deploy", ["git pull", "make deploy"], description="Deploy the app")
     assert [r.procedure.id for r in memory.search("deploy", kinds=["workflow"])] == ["deploy"]
