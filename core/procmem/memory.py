@@ -532,7 +532,11 @@ class ProceduralMemory:
             dry_run: Report the groups without changing anything.
 
         Raises:
-            ConsolidationError: The merge failed; the store is unchanged.
+            ConsolidationError: A merge failed. Groups merged before it stay merged; the failed
+                group's writes are separate transactions (the merged version, then moving the
+                usages, then deleting the duplicates), so it may be left with the merged version
+                written and the duplicates still in place: nothing is lost, but their statistics
+                then count twice until the duplicates are deleted.
         """
         if not (isinstance(threshold, (int, float)) and math.isfinite(threshold) and -1 <= threshold <= 1):
             raise ValidationError(
