@@ -289,12 +289,15 @@ class _Experience:
     classifier_off: bool = False
     fitted: int = 0  # past requests when the classifier was last trained from scratch
     _arrays: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
+    _avg: float = 1.0  # mean request length in words when _arrays was built
+    _built: int = 0  # past requests when _arrays was built
     _proto: dict[str | None, tuple[dict[str, int], np.ndarray]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.queries)
 
     def add(self, usages: Sequence[Usage], vectors: np.ndarray) -> None:
+        first = len(self.queries)
         for u, v in zip(usages, vectors, strict=True):
             doc = len(self.queries)
             words = [w.lower() for w in _WORD.findall(u.query)]
@@ -317,22 +320,51 @@ class _Experience:
             if u.success:
                 s = self.sums.get(key)
                 self.sums[key] = np.array(v, dtype=np.float32) if s is None else s + v
-        self._arrays = None
         self._proto = {}
+        if self._arrays is not None:
+            if len(self.queries) >= 2 * self._built:
+                self._arrays = None  # rebuilt on the next query, with the new mean length
+            else:
+                self._extend(first)
+
+    def _weights(self, docs: np.ndarray, tf: np.ndarray) -> np.ndarray:
+        """BM25 term weights of postings (all but the idf), with the mean length of the last build."""
+        norm = self.k1 * (1.0 - self.b + self.b * self._len_arr[docs] / self._avg)
+        return tf * (self.k1 + 1.0) / (tf + norm)
 
     def _postings(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        """Each word's past requests and their BM25 term weights (all but the idf), built once per change."""
+        """Each word's past requests and their BM25 term weights (all but the idf).
+
+        Built in full when first needed and again whenever the past requests have doubled since
+        (so the mean length is current within a factor of two); requests added in between are
+        appended to their words' arrays (:meth:`_extend`), so a search right after a recorded
+        usage does not rebuild every word's postings.
+        """
         if self._arrays is None:
-            lengths = np.asarray(self.lengths, np.float32)
-            avg = (float(lengths.mean()) if len(lengths) else 0.0) or 1.0
-            arrays = {}
-            for w, (d, t) in self.postings.items():
-                docs, tf = np.asarray(d, np.int64), np.asarray(t, np.float32)
-                norm = self.k1 * (1.0 - self.b + self.b * lengths[docs] / avg)
-                arrays[w] = (docs, tf * (self.k1 + 1.0) / (tf + norm))
-            self._arrays = arrays
+            self._avg = (sum(self.lengths) / len(self.lengths) if self.lengths else 0.0) or 1.0
+            self._built = len(self.queries)
+            self._len_arr = np.asarray(self.lengths, np.float32)
+            self._arrays = {w: (np.asarray(d, np.int64), self._weights(np.asarray(d, np.int64),
+                                                                       np.asarray(t, np.float32)))
+                            for w, (d, t) in self.postings.items()}
             self._ns_arr = np.asarray(self.ns, dtype=object)
         return self._arrays
+
+    def _extend(self, first: int) -> None:
+        """Append the past requests from row ``first`` on to the built postings arrays."""
+        arrays = self._arrays
+        assert arrays is not None
+        self._len_arr = np.concatenate([self._len_arr, np.asarray(self.lengths[first:], np.float32)])
+        touched = {w.lower() for q in self.queries[first:] for w in _WORD.findall(q)}
+        for w in touched:
+            d, t = self.postings[w]
+            old = arrays.get(w)
+            start = 0 if old is None else len(old[0])
+            docs = np.asarray(d[start:], np.int64)
+            weights = self._weights(docs, np.asarray(t[start:], np.float32))
+            arrays[w] = (docs, weights) if old is None else (np.concatenate([old[0], docs]),
+                                                               np.concatenate([old[1], weights]))
+        self._ns_arr = np.concatenate([self._ns_arr, np.asarray(self.ns[first:], dtype=object)])
 
     def lexical(self, text: str, k: int, namespace: str | None) -> list[tuple[int, float]]:
         """Return the ``k`` past requests with the highest BM25 for ``text``: ``(row, bm25)``."""

@@ -456,3 +456,26 @@ def test_centering_lifts_a_generic_procedure_over_a_specific_one_sharing_the_top
         best = r.search("zzz", k=1, touch=False)[0]
         assert best.procedure.name == top
         assert best.dense == pytest.approx(float(q @ vec), abs=1e-6)  # the reported cosine stays plain
+
+
+def test_past_requests_recorded_after_a_search_are_found_without_a_rebuild():
+    from procmem.retrieval import _Experience
+    from procmem.types import Usage
+
+    def usages(texts, pid):
+        return [Usage(query=t, procedure_id=pid) for t in texts]
+
+    first = usages([f"book a table for {n} at the bistro" for n in range(2, 12)], "restaurant")
+    later = usages(["reserve a hotel room in Lisbon", "book the cheapest hotel near the station"], "hotel")
+    online = _Experience(1.2, 0.75)
+    online.add(first, np.zeros((len(first), 4), np.float32))
+    assert online.lexical("hotel in Lisbon", 5, None) == []  # builds the postings
+    built = online._arrays
+    online.add(later, np.zeros((len(later), 4), np.float32))
+    hits = online.lexical("hotel in Lisbon", 5, None)
+    assert online._arrays is built  # extended in place, not rebuilt
+    fresh = _Experience(1.2, 0.75)
+    fresh.add(first + later, np.zeros((len(first) + len(later), 4), np.float32))
+    expected = fresh.lexical("hotel in Lisbon", 5, None)
+    assert [row for row, _ in hits] == [row for row, _ in expected] == [10, 11]
+    assert [s for _, s in hits] == pytest.approx([s for _, s in expected], rel=0.05)
