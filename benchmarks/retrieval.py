@@ -18,8 +18,15 @@ With ``--all-requests`` it then ranks every request with nothing learned (procme
 BM25 and MiniLM): no split is needed there, and 10,307 queries settle a no-usage figure that one
 split's 2,061 leave a few queries either side of its target.
 
+With ``--online`` it then plays the agent at work: every request in the ``--seed`` order is
+answered, then its tool's success is recorded (``record_usage``), so each answer uses only the
+requests before it, as in the prequential protocol of the next-action benchmark. It prints
+hit@1 and recall@5 per stretch of requests (the first 100, up to 1,000, up to 5,000, the rest)
+for procmem and for MiniLM + nearest past query fed the same way; MiniLM alone learns nothing.
+Query embeddings are computed once up front for every row, so its latencies exclude them.
+
 Run: ``HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/retrieval.py [--seed 0] [--split 0.8] [--limit N]
-[--all-requests]``.
+[--all-requests] [--online]``.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ import numpy as np
 
 from procmem.embeddings import SentenceTransformerEmbedder
 from procmem.evaluation_retrieval import evaluate_retrieval, read_tools_jsonl, read_usages_jsonl
+from procmem.retrieval import HybridRetriever
 from procmem.stores import InMemoryStore
 from procmem.types import Procedure, Usage
 
@@ -73,6 +81,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--all-requests", action="store_true",
                     help="also rank every request with nothing learned (procmem without usages and the "
                          "description-only peers), a larger sample for the no-usage target than one split")
+    ap.add_argument("--online", action="store_true",
+                    help="also answer every request in turn and record its tool's success after each")
     args = ap.parse_args(argv)
     if not 0.0 < args.split < 1.0:
         ap.error(f"--split must be in (0, 1), got {args.split}")
@@ -142,7 +152,80 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows[label] = _metrics(ranks, [u["tool"] for u in usages], lat)
         print(f"\nEvery request ({len(usages)}), nothing learned:")
         _table(rows)
+    if args.online:
+        _online(tools, [usages[i] for i in order][: args.limit], embedder)
     return 0
+
+
+class _Precomputed:
+    """An embedder that answers from vectors computed up front (falls back to the real one)."""
+
+    def __init__(self, embedder: SentenceTransformerEmbedder, texts: Sequence[str]) -> None:
+        self.inner, self.dim = embedder, embedder.dim
+        self.name = getattr(embedder, "name", "minilm")
+        self.cache = dict(zip(texts, embedder.embed_documents(list(texts)), strict=True))
+
+    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        missing = [t for t in dict.fromkeys(texts) if t not in self.cache]
+        if missing:
+            self.cache.update(zip(missing, self.inner.embed_documents(missing), strict=True))
+        return np.stack([self.cache[t] for t in texts]) if texts else np.zeros((0, self.dim), np.float32)
+
+    def embed_query(self, text: str) -> np.ndarray:
+        return self.embed_documents([text])[0]
+
+
+def _online(tools: Sequence[dict], stream: Sequence[dict], embedder: SentenceTransformerEmbedder) -> None:
+    """Answer each request, then record its tool's success (see the module docstring)."""
+    t0 = time.perf_counter()
+    emb = _Precomputed(embedder, [u["query"] for u in stream])
+    print(f"\nOnline: {len(stream)} requests answered in turn, each learned after its answer "
+          f"(embedded up front in {time.perf_counter() - t0:.0f} s)", flush=True)
+    retriever = HybridRetriever(InMemoryStore(), emb)
+    procs = retriever.add_procedures([Procedure(kind="tool", name=t["name"], description=t["description"])
+                                      for t in tools])
+    id_of = {p.name: p.id for p in procs}
+    name_of = {p.id: p.name for p in procs}
+    peer = InMemoryStore()  # MiniLM + nearest past query, fed the same usages
+    peer.put(procs, emb.embed_documents([p.text() for p in procs]))
+    ranks: dict[str, list[list[str]]] = {"procmem hybrid": [], "MiniLM + nearest past query": [],
+                                         "MiniLM name+description": []}
+    lat: dict[str, list[float]] = {k: [] for k in ranks}
+    for i, u in enumerate(stream):
+        q, v = u["query"], emb.embed_query(u["query"])
+        start = time.perf_counter()
+        ranks["procmem hybrid"].append([name_of[r.procedure.id] for r in retriever.search(q, k=10, touch=False)])
+        lat["procmem hybrid"].append((time.perf_counter() - start) * 1000.0)
+        start = time.perf_counter()
+        score = dict(peer.vector_search(v, k=len(procs)))
+        ranks["MiniLM name+description"].append([name_of[p] for p, _ in sorted(score.items(),
+                                                                               key=lambda t: -t[1])[:10]])
+        lat["MiniLM name+description"].append((time.perf_counter() - start) * 1000.0)
+        for past, s in peer.usage_search(v, k=50):
+            if past.success and s > score.get(past.procedure_id, -1.0):
+                score[past.procedure_id] = s
+        ranks["MiniLM + nearest past query"].append([name_of[p] for p, _ in sorted(score.items(),
+                                                                                   key=lambda t: -t[1])[:10]])
+        lat["MiniLM + nearest past query"].append((time.perf_counter() - start) * 1000.0)
+        retriever.record_usage(q, id_of[u["tool"]], bool(u.get("success", True)))
+        peer.add_usages([Usage(query=q, procedure_id=id_of[u["tool"]], success=bool(u.get("success", True)))],
+                        v[None, :])
+        if (i + 1) % 1000 == 0:
+            print(f"  {i + 1} requests, {time.perf_counter() - t0:.0f} s", flush=True)
+    gold = [u["tool"] for u in stream]
+    stretches = [(0, 100), (100, 1_000), (1_000, 5_000), (5_000, len(stream))]
+    stretches = [(a, min(b, len(stream))) for a, b in stretches if a < len(stream)]
+    head = " | ".join(f"{a + 1}-{b} hit@1 / r@5" for a, b in stretches)
+    print(f"\n| {'method':<28} | all hit@1 / r@5 | {head} | p50_ms |")
+    print(f"|{'-' * 30}|{'-' * 17}|" + "|".join("-" * (len(f"{a + 1}-{b} hit@1 / r@5") + 2)
+                                                for a, b in stretches) + "|--------|")
+    for label, rk in ranks.items():
+        cells = []
+        for a, b in [(0, len(stream)), *stretches]:
+            m = _metrics(rk[a:b], gold[a:b], lat[label][a:b])
+            cells.append(f"{m['hit@1']:.4f} / {m['recall@5']:.4f}")
+        p50 = float(np.percentile(lat[label], 50))
+        print(f"| {label:<28} | " + " | ".join(cells) + f" | {p50:6.2f} |")
 
 
 def _table(rows: dict[str, dict[str, float]]) -> None:
