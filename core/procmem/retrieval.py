@@ -900,7 +900,7 @@ class HybridRetriever:
 
         Raises:
             ValidationError: Blank query, ``k < 1``, non-finite ``min_score``, blank namespace,
-                unknown kind.
+                unknown kind, ``tags`` not a list of str.
         """
         self._validate(query, k, min_score, namespace, kinds, tags)
         kinds_v = [getattr(x, "value", x) for x in kinds] if kinds else None
@@ -1038,7 +1038,11 @@ class HybridRetriever:
             if min_score is not None and score < min_score:
                 continue
             pid = cand[i]
-            exp_val = float(np.clip(experience[i] / exp_w, 0.0, 1.0)) if has_experience and exp_w > 0 else None
+            # Only a procedure that has served past requests has experience to report (the votes
+            # give the others their description's share, which is not experience).
+            served = exp is not None and sum(exp.rate_counts(pid, namespace)) > 0
+            exp_val = (float(np.clip(experience[i] / exp_w, 0.0, 1.0))
+                       if has_experience and exp_w > 0 and served else None)
             results.append(SearchResult(
                 procedure=records[pid],
                 score=score,

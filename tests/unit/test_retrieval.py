@@ -491,4 +491,6 @@ def test_a_procedure_never_used_keeps_its_place_after_others_were_used(retriever
     for query, name in [("book a flight from oslo to rome", "FlightBooker"),
                         ("translate this text into french", "TranslateText"),
                         ("stock price of the ticker ACME", "StockQuotes")]:
-        assert names(retriever.search(query, k=3, touch=False))[0] == name, query
+        top = retriever.search(query, k=3, touch=False)[0]
+        assert top.procedure.name == name, query
+        assert top.experience is None  # it has served nothing: no experience to report
