@@ -157,3 +157,23 @@ class ExecutionError(ProcMemError):
 
 class LearningError(ProcMemError):
     """Learning from sessions failed; what was learned before is unchanged."""
+
+
+def pydantic_error(exc: Any, cls: type[ValidationError], what: str) -> ValidationError:
+    """Turn a pydantic ``ValidationError`` into ``cls``, naming its first failing field and value.
+
+    Args:
+        exc: The pydantic error.
+        cls: The procmem error class to raise (``ValidationError`` or a subclass).
+        what: What was being validated ("procedure", "usage 3"...), the field when none is named.
+    """
+    err = exc.errors()[0]
+    field = ".".join(str(p) for p in err.get("loc", ())) or what
+    value = err.get("input")
+    try:
+        shown = repr(value)
+    except (RecursionError, ValueError):
+        shown = f"<unprintable {type(value).__name__}>"
+    if len(shown) > 80:
+        shown = shown[:77] + "..."
+    return cls(f"invalid {what}: field {field!r}: {err.get('msg')} (got {shown})", field=field, value=value)

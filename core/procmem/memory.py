@@ -45,6 +45,7 @@ from procmem.errors import (
     InvalidSessionError,
     ValidationError,
     VersionNotFoundError,
+    pydantic_error,
 )
 from procmem.execution import FunctionRegistry, execute_steps
 from procmem.stores.base import ProcedureStore
@@ -66,19 +67,6 @@ __all__ = ["MiningConfig", "ProceduralMemory"]
 
 EXPORT_FORMAT = "procmem-export"
 EXPORT_VERSION = 1
-
-
-def _pydantic_error(exc: pydantic.ValidationError, cls: type[ValidationError], what: str) -> ValidationError:
-    err = exc.errors()[0]
-    field = ".".join(str(p) for p in err.get("loc", ())) or what
-    value = err.get("input")
-    try:
-        shown = repr(value)
-    except (RecursionError, ValueError):
-        shown = f"<unprintable {type(value).__name__}>"
-    if len(shown) > 80:
-        shown = shown[:77] + "..."
-    return cls(f"invalid {what}: field {field!r}: {err.get('msg')} (got {shown})", field=field, value=value)
 
 
 def _is_unicode(text: str) -> bool:
@@ -235,7 +223,7 @@ class ProceduralMemory:
         try:
             return Procedure.model_validate(payload)
         except pydantic.ValidationError as exc:
-            raise _pydantic_error(exc, InvalidProcedureError, "procedure") from None
+            raise pydantic_error(exc, InvalidProcedureError, "procedure") from None
 
     def close(self) -> None:
         """Close the store."""
@@ -469,7 +457,7 @@ class ProceduralMemory:
                 procedure_id=procedure_id, success=success, duration=duration, error=error, details=dict(details or {})
             )
         except pydantic.ValidationError as exc:
-            raise _pydantic_error(exc, ValidationError, "outcome") from None
+            raise pydantic_error(exc, ValidationError, "outcome") from None
         return self.store.record_outcome(outcome)
 
     # ------------------------------------------------------------------ importance (seed 003)
@@ -992,7 +980,7 @@ class ProceduralMemory:
         try:
             return SessionRecord.model_validate(data)
         except pydantic.ValidationError as exc:
-            raise _pydantic_error(exc, InvalidSessionError, "session") from None
+            raise pydantic_error(exc, InvalidSessionError, "session") from None
 
     def learn_session(
         self,

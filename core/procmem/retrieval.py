@@ -86,7 +86,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
 
 from procmem.embeddings.base import Embedder, normalize_rows
-from procmem.errors import ProcedureNotFoundError, ValidationError
+from procmem.errors import ProcedureNotFoundError, ValidationError, pydantic_error
 from procmem.stores.base import ProcedureStore
 from procmem.types import Procedure, ProcedureKind, SearchResult, Usage
 
@@ -843,10 +843,7 @@ class HybridRetriever:
         try:
             return Usage(query=query, procedure_id=pid, success=success, namespace=ns)
         except PydanticValidationError as exc:  # e.g. text that is not valid Unicode
-            err = exc.errors()[0]
-            field = ".".join(str(x) for x in err.get("loc", ())) or "items"
-            raise ValidationError(f"usage {i}: {field}: {err.get('msg')} (got {err.get('input')!r})"[:300],
-                                  field=field, value=err.get("input")) from None
+            raise pydantic_error(exc, ValidationError, f"usage {i}") from None
 
     # ------------------------------------------------------------------ searching
     @staticmethod
