@@ -8,9 +8,10 @@ nothing is downloaded at run time.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -35,6 +36,23 @@ def _resolve(model_name: str) -> str:
     return model_name
 
 
+@contextlib.contextmanager
+def _quiet_loading() -> Iterator[None]:
+    """Hide transformers' "Loading weights" progress bar (a CLI user sees it as noise), then restore it."""
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:  # pragma: no cover - transformers comes with sentence-transformers
+        yield
+        return
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
 def _load(model_name: str, device: str) -> Any:
     key = (model_name, device)
     with _LOCK:
@@ -49,7 +67,8 @@ def _load(model_name: str, device: str) -> Any:
             if os.path.isdir(path):
                 os.environ.setdefault("HF_HUB_OFFLINE", "1")
             try:
-                _MODELS[key] = SentenceTransformer(path, device=device)
+                with _quiet_loading():
+                    _MODELS[key] = SentenceTransformer(path, device=device)
             except Exception as exc:
                 raise EmbeddingError(
                     f"could not load embedding model {model_name!r} from {path!r}: {exc}. "
