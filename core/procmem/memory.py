@@ -235,6 +235,13 @@ class ProceduralMemory:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    async def __aenter__(self) -> ProceduralMemory:
+        """``async with ProceduralMemory(...) as memory`` (seed 004's async-first usage)."""
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
     # ------------------------------------------------------------------ CRUD
     def add(self, procedure: Procedure | Mapping[str, Any]) -> Procedure:
         """Store a procedure (a new one, or a new version of an existing id).
@@ -390,6 +397,7 @@ class ProceduralMemory:
         tags: Sequence[str] | None = None,
         namespace: str | None = None,
         min_score: float | None = None,
+        min_importance: float | None = None,
     ) -> list[SearchResult]:
         """Find procedures for a request: dense + BM25 + past experience, fused.
 
@@ -400,13 +408,39 @@ class ProceduralMemory:
             tags: Only procedures carrying all these tags.
             namespace: Whose memory (default: this memory's).
             min_score: Drop results scoring below this.
+            min_importance: Only procedures whose importance after decay
+                (:meth:`current_importance`) is at least this, in [0, 1] (seed 003's
+                ``retrieve_memories(..., min_importance=)``). The ranking is searched deeper (4
+                times as many results each round) until ``k`` pass or none is left, so a high
+                threshold over a large store can cost a scan of it.
 
         Returns:
-            Results best first, each with its score and why it matched.
+            Results best first, each with its score and why it matched. Only the returned
+            procedures count an access.
+
+        Raises:
+            ValidationError: An argument is invalid (the message names it).
         """
-        return self.retriever.search(
-            query, k=k, kinds=kinds, tags=tags, namespace=self._ns(namespace), min_score=min_score
-        )
+        ns = self._ns(namespace)
+        if min_importance is None:
+            return self.retriever.search(query, k=k, kinds=kinds, tags=tags, namespace=ns, min_score=min_score)
+        if (isinstance(min_importance, bool) or not isinstance(min_importance, (int, float))
+                or not 0.0 <= min_importance <= 1.0):
+            raise ValidationError(f"min_importance must be a number in [0, 1] or None, got {min_importance!r}",
+                                  field="min_importance", value=min_importance)
+        now = utcnow()
+        depth = k
+        while True:
+            hits = self.retriever.search(
+                query, k=depth, kinds=kinds, tags=tags, namespace=ns, min_score=min_score, touch=False
+            )
+            kept = [r for r in hits if self.current_importance(r.procedure, now=now) >= min_importance][:k]
+            if len(kept) == k or len(hits) < depth:
+                break
+            depth *= 4
+        if kept:
+            self.store.touch([r.procedure.id for r in kept])
+        return kept
 
     def record_usage(
         self, query: str, procedure_id: str, success: bool = True, *, namespace: str | None = None
@@ -1115,7 +1149,8 @@ class ProceduralMemory:
         return record
 
     def predict_next_action(
-        self, context: Sequence[str], task: str | None = None, top_k: int = 3, *, namespace: str | None = None
+        self, context: Sequence[str] | None = None, task: str | None = None, top_k: int = 3, *,
+        namespace: str | None = None, current_context: Sequence[str] | None = None,
     ) -> list[Prediction]:
         """Rank what comes next after ``context`` (seed 001's ``predict_next_action``).
 
@@ -1124,20 +1159,33 @@ class ProceduralMemory:
             task: The task text, if known (helps for contexts never seen).
             top_k: How many predictions.
             namespace: Whose memory (default: this memory's).
+            current_context: Seed 001's name for ``context`` (as in its ``POST /predict`` body),
+                so ``predict_next_action(current_context=[...], top_k=3)`` works as written
+                there; give one of the two.
 
         Returns:
             Predictions best first: concrete action, calibrated confidence in [0, 1], reason,
             follow-up suggestions.
+
+        Raises:
+            ValidationError: Neither or both of ``context`` and ``current_context`` given, a
+                context that is not a list of str, or ``top_k`` not an int >= 1.
         """
+        name = "context"
+        if current_context is not None:
+            if context is not None:
+                raise ValidationError("give context or current_context, not both", field="current_context",
+                                      value=current_context)
+            context, name = current_context, "current_context"
         if isinstance(context, (str, bytes)) or not isinstance(context, Sequence):
             raise ValidationError(
-                f"context must be a list of str, got {type(context).__name__}", field="context", value=context
+                f"{name} must be a list of str, got {type(context).__name__}", field=name, value=context
             )
         if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
             raise ValidationError(f"top_k must be an int >= 1, got {top_k!r}", field="top_k", value=top_k)
         for i, a in enumerate(context):
             if not isinstance(a, str):
-                raise ValidationError(f"context[{i}] must be a str, got {a!r}", field=f"context[{i}]", value=a)
+                raise ValidationError(f"{name}[{i}] must be a str, got {a!r}", field=f"{name}[{i}]", value=a)
         preds = self.predictor(namespace).predict(list(context), task=task, top_k=top_k)
         workflows = self._workflow_index(self._ns(namespace))
         out = []
@@ -1164,6 +1212,23 @@ class ProceduralMemory:
     ) -> list[dict[str, Any]]:
         """Learned patterns (action n-grams) with counts and success rates."""
         return self.predictor(namespace).patterns(min_count=min_count, limit=limit)
+
+    def causal_chains(self, action: str, *, namespace: str | None = None) -> dict[str, Any]:
+        """What followed an action and how the sessions that took it ended (seed 001's causal chains).
+
+        Args:
+            action: A concrete action (``"git push origin main"``) or its normalised template.
+            namespace: Whose memory (default: this memory's).
+
+        Returns:
+            ``{"action": template, "sessions": n, "outcomes": {"success", "failure", "unknown"},
+            "next": {template: count}}``, the followers most frequent first; zero counts for an
+            action never seen.
+
+        Raises:
+            ValidationError: ``action`` is not a non-blank str.
+        """
+        return self.predictor(namespace).causal_chains(action)
 
     def workflow_graph(self, *, namespace: str | None = None) -> Any:
         """The learned transition graph (a ``networkx.DiGraph`` over normalised actions)."""
@@ -1480,7 +1545,7 @@ class ProceduralMemory:
         return await self._run(self.learn_session, actions, outcome, task, **kwargs)
 
     async def apredict_next_action(
-        self, context: Sequence[str], task: str | None = None, top_k: int = 3, **kwargs: Any
+        self, context: Sequence[str] | None = None, task: str | None = None, top_k: int = 3, **kwargs: Any
     ) -> list[Prediction]:
         """Async twin of :meth:`predict_next_action`."""
         return await self._run(self.predict_next_action, context, task, top_k, **kwargs)
@@ -1563,6 +1628,10 @@ class ProceduralMemory:
                         namespace: str | None = None) -> list[dict[str, Any]]:
         """Async twin of :meth:`patterns`."""
         return await self._run(self.patterns, min_count=min_count, limit=limit, namespace=namespace)
+
+    async def acausal_chains(self, action: str, *, namespace: str | None = None) -> dict[str, Any]:
+        """Async twin of :meth:`causal_chains`."""
+        return await self._run(self.causal_chains, action, namespace=namespace)
 
     async def aworkflow_graph(self, *, namespace: str | None = None) -> Any:
         """Async twin of :meth:`workflow_graph`."""

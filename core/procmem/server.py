@@ -376,6 +376,9 @@ class SearchRequest(_Request):
     kinds: list[ProcedureKind] | None = Field(default=None, max_length=4)
     tags: list[Tag] | None = Field(default=None, max_length=50)
     min_score: float | None = None
+    min_importance: float | None = Field(
+        default=None, ge=0.0, le=1.0, description="Only procedures whose importance after decay is at least this."
+    )
 
 
 class SearchResponse(BaseModel):
@@ -932,7 +935,8 @@ def create_app(memory: Any = None, *, settings: ServerSettings | None = None) ->
         """Hybrid search (dense + BM25 + past experience) over the namespace's procedures."""
         kinds = None if body.kinds is None else [k.value for k in body.kinds]
         results = memory.search(
-            body.query, k=body.k, kinds=kinds, tags=body.tags, namespace=namespace, min_score=body.min_score
+            body.query, k=body.k, kinds=kinds, tags=body.tags, namespace=namespace, min_score=body.min_score,
+            min_importance=body.min_importance,
         )
         return SearchResponse(results=results)
 

@@ -420,6 +420,16 @@ class Prediction(_Record):
     workflow_id: str | None = None
     success_rate: float | None = Field(default=None, ge=0.0, le=1.0)
 
+    @property
+    def next_command(self) -> str:
+        """Seed 001's name for :attr:`action` (``pred.next_command``); not a stored field."""
+        return self.action
+
+    @property
+    def auto_suggestions(self) -> list[str]:
+        """Seed 001's name for :attr:`suggestions` (``pred.auto_suggestions``); not a stored field."""
+        return self.suggestions
+
 
 class Usage(_Record):
     """A past request and the procedure that served it (learned by ``record_usage``).

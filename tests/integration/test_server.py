@@ -142,6 +142,7 @@ def test_learn_multi_turn_session(client):
 
 def test_openapi_docs(client):
     assert client.get("/docs").status_code == 200
+    assert client.get("/redoc").status_code == 200  # seed 001 lists both Swagger UI and ReDoc
     spec = client.get("/openapi.json").json()
     for path in ("/learn", "/predict", "/patterns", "/save", "/load", "/procedures/{procedure_id}/rollback"):
         assert path in spec["paths"]
@@ -191,6 +192,9 @@ def test_procedure_crud_versions_rollback_outcomes_search(client):
     assert hits[0]["procedure"]["id"] == "deploy"
     tools = client.post("/search", json={"query": "deploy", "k": 5, "kinds": ["tool"]}).json()["results"]
     assert all(h["procedure"]["kind"] == "tool" for h in tools)
+    important = client.post("/search", json={"query": "deploy the application", "min_importance": 0.99})
+    assert important.status_code == 200 and important.json()["results"] == []  # both are 0.5
+    _assert_error(client.post("/search", json={"query": "deploy", "min_importance": 2}), 422, "validation_error")
     listed = client.get("/procedures", params={"kind": "workflow"}).json()
     assert [p["id"] for p in listed["procedures"]] == ["deploy"] and listed["total"] == 2
 

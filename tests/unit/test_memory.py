@@ -23,6 +23,7 @@ from procmem.errors import (
     InvalidProcedureError,
     InvalidSessionError,
     ProcMemError,
+    StorageError,
     ToolNotFoundError,
 )
 from procmem.types import utcnow
@@ -260,6 +261,7 @@ def test_persona_store_retrieve_and_prompt(memory):
     assert again.name == "ServiceBot" and again.id == pid
     prompt = again.generate_system_prompt_input()
     assert "ServiceBot" in prompt and "Resolve issues" in prompt
+    assert memory.search("customer service", kinds=["persona"])[0].procedure.id == pid  # semantic matching
     memory.store_procedure("not_persona", ["x"])
     with pytest.raises(InvalidProcedureError):
         Persona.retrieve_persona("not_persona", memory)
@@ -373,6 +375,34 @@ def test_workflow_create_execute_with_conditions(memory):
     assert handled.results == ["did: Greet the customer"]
 
 
+def test_workflow_steps_call_toolbox_tools(memory):
+    # Seed 000: workflows integrate with tool execution; a registered tool is a step function.
+    toolbox = Toolbox(memory)
+
+    @toolbox.register_tool
+    def get_order_status(order_id: str) -> str:
+        """Retrieve the current status of a customer order."""
+        return "late" if order_id == "A1" else "on time"
+
+    @toolbox.register_tool
+    def process_refund(order_id: str, amount: float) -> str:
+        """Process a refund for a customer order."""
+        return f"refunded {amount} on {order_id}"
+
+    memory.registry.register(lambda status: status == "late", name="is_late")
+    wf = Workflow("LateOrder", "Refund late orders", memory)
+    wf.create_workflow([
+        {"step": "status", "action": "Check the order", "function": "get_order_status",
+         "parameters": {"order_id": "{order}"}},
+        {"step": "refund", "action": "Refund it", "function": "process_refund", "condition": "is_late",
+         "parameters": {"order_id": "{order}", "amount": 5.0}},
+    ])
+    late = wf.execute({"order": "A1"})
+    assert late.success and late.results == ["late", "refunded 5.0 on A1"] and late.skipped == []
+    on_time = wf.execute({"order": "B2"})
+    assert on_time.success and on_time.results == ["on time"] and on_time.skipped == [1]
+
+
 def test_seed000_keyword_memory_provider_is_accepted(memory):
     # Seed 000 writes Workflow(name=..., description=..., memory_provider=memory_provider).
     wf = Workflow(name="CustomerIssueResolution", description="Resolve issues", memory_provider=memory)
@@ -389,6 +419,23 @@ def test_seed000_keyword_memory_provider_is_accepted(memory):
 
 
 # ------------------------------------------------------------------ seed 003 (Coda)
+
+
+def test_search_by_minimum_importance(memory):
+    # Seed 003's retrieve_memories(query, min_importance=0.8): importance after decay.
+    low = memory.add({"name": "deploy quickly", "description": "deploy the web app", "importance": 0.2})
+    high = memory.add({"name": "deploy safely", "description": "deploy the web app", "importance": 0.9})
+    assert {r.procedure.id for r in memory.search("deploy the web app")} == {low.id, high.id}
+    assert [r.procedure.id for r in memory.search("deploy the web app", min_importance=0.8)] == [high.id]
+    assert memory.get(low.id, touch=False).access_count == 1  # a filtered-out result is not counted
+    assert memory.search("deploy the web app", min_importance=1.0) == []
+    many = [memory.add({"name": f"deploy variant {i}", "description": "deploy the web app", "importance": 0.1})
+            for i in range(12)]
+    found = memory.search("deploy the web app", k=1, min_importance=0.8)
+    assert [r.procedure.id for r in found] == [high.id] and len(many) == 12
+    for bad in (1.5, -0.1, "0.5", True, float("nan")):
+        with pytest.raises(ValidationError, match="min_importance"):
+            memory.search("deploy", min_importance=bad)
 
 
 def test_update_versions_and_rejects_bad_fields(memory):
@@ -543,6 +590,39 @@ def test_seed001_learn_workflow_and_observe_stream(memory):
     assert record.actions == ["make", "make test"] and memory.store.has_session("s1")
 
 
+def test_seed001_python_api_as_written(memory):
+    # Seed 001's own example: keyword current_context, and pred.next_command / auto_suggestions.
+    for _ in range(2):
+        memory.learn_workflow([{"command": "npm install"}, {"command": "npm run test"}, {"command": "git commit"}],
+                              session_outcome="success")
+    predictions = memory.predict_next_action(current_context=["npm install"], top_k=3)
+    assert predictions[0].next_command == predictions[0].action == "npm run test"
+    assert predictions[0].auto_suggestions == predictions[0].suggestions == ["git commit"]
+    assert "next_command" not in predictions[0].model_dump()  # aliases, not extra stored fields
+    again = asyncio.run(memory.apredict_next_action(current_context=["npm install"], top_k=1))
+    assert again[0].action == "npm run test"
+    assert memory.predict_next_action(context=["npm install"])[0].action == "npm run test"  # procmem's own name
+    with pytest.raises(ValidationError, match="not both"):
+        memory.predict_next_action(["npm install"], current_context=["npm install"])
+    with pytest.raises(ValidationError, match="current_context must be a list"):
+        memory.predict_next_action(current_context="npm install")
+    with pytest.raises(ValidationError, match="context must be a list"):
+        memory.predict_next_action()
+
+
+def test_causal_chains_of_an_action(memory):
+    # Seed 001's causal chains: what followed an action and how its sessions ended.
+    memory.learn_session(["make build", "make deploy"], "success")
+    memory.learn_session(["make build", "make clean"], "failure")
+    chain = memory.causal_chains("make build")
+    assert chain["sessions"] == 2 and chain["outcomes"] == {"unknown": 0, "success": 1, "failure": 1}
+    assert chain["next"] == {"make deploy": 1, "make clean": 1}
+    assert asyncio.run(memory.acausal_chains("make build")) == chain
+    assert memory.causal_chains("never seen")["sessions"] == 0
+    with pytest.raises(ValidationError):
+        memory.causal_chains("")
+
+
 @pytest.mark.parametrize("suffix", ["", "-wal", "-shm", "-journal"])
 def test_save_refuses_the_stores_own_database(memory, suffix):
     # os.replace put the export over the live SQLite file: the store was destroyed.
@@ -578,6 +658,21 @@ def test_save_and_load_roundtrip(tmp_path, embedder, memory):
     assert third.store.count() == 0  # validated before anything was written
 
 
+def test_async_context_manager_closes_the_store(tmp_path, embedder):
+    # Seed 004's quick start: ``async with AgentMemory(...) as memory``.
+    async def go():
+        async with ProceduralMemory(path=tmp_path / "a.sqlite3", embedder=embedder, namespace="my-agent") as m:
+            await m.arecord_skill("error_handling", "When API returns 429, retry with exponential backoff",
+                                  triggers=["rate limit", "429"])
+            found = await m.afind_applicable_skills("rate limit 429")
+        return m, found
+
+    m, found = asyncio.run(go())
+    assert found[0].procedure.name == "error_handling"
+    with pytest.raises(StorageError, match="closed"):  # closed on exit
+        m.list()
+
+
 def test_async_twins(memory):
     async def go():
         p = await memory.aadd(Procedure(name="async deploy", description="deploy asynchronously"))
@@ -596,7 +691,7 @@ def test_every_public_method_has_an_async_twin():
     # Not I/O: a pure function of a record, and the accessor of an in-memory model.
     not_io = {"current_importance", "predictor"}
     public = [n for n, f in inspect.getmembers(ProceduralMemory, inspect.isfunction) if not n.startswith("_")]
-    missing = [n for n in public if not inspect.iscoroutinefunction(f := getattr(ProceduralMemory, n))
+    missing = [n for n in public if not inspect.iscoroutinefunction(getattr(ProceduralMemory, n))
                and n not in not_io and not inspect.iscoroutinefunction(getattr(ProceduralMemory, "a" + n, None))]
     assert missing == []
 
