@@ -127,7 +127,13 @@ class VectorStoreError(StorageError):
 
 
 class RetrievalError(ProcMemError):
-    """A search could not be answered."""
+    """A search could not be answered.
+
+    procmem's own retriever raises the more specific cause instead (:class:`EmbeddingError`
+    for the query's embedding, :class:`StorageError` for the store); this class is the branch of
+    seed 003's tree for custom stores, retrievers and integrations to raise, and the HTTP
+    service answers it with 503.
+    """
 
 
 class ConsolidationError(ProcMemError):
@@ -156,7 +162,12 @@ class ExecutionError(ProcMemError):
 
 
 class LearningError(ProcMemError):
-    """Learning from sessions failed; what was learned before is unchanged."""
+    """Learning from sessions failed; what was learned before is unchanged.
+
+    procmem's own learner raises the more specific cause instead (:class:`InvalidSessionError`
+    for a bad session, :class:`StorageError` when it cannot be stored); this class is for
+    custom learners and integrations to raise, and the HTTP service answers it with 500.
+    """
 
 
 def pydantic_error(exc: Any, cls: type[ValidationError], what: str) -> ValidationError:
