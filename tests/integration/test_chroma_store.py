@@ -9,15 +9,9 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
-import shutil
-import socket
-import subprocess
-import sys
-import time
 import uuid
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 
@@ -41,52 +35,6 @@ CONTRACT_TESTS = sorted(
 )
 for _name in CONTRACT_TESTS:
     globals()[_name] = getattr(_contract, _name)
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _chroma_cli() -> str:
-    exe = Path(sys.executable).with_name("chroma")
-    return str(exe) if exe.exists() else (shutil.which("chroma") or "chroma")
-
-
-@pytest.fixture(scope="session")
-def chroma_server(tmp_path_factory):
-    """A real Chroma server on a free loopback port, for the whole session."""
-    path = tmp_path_factory.mktemp("chroma-server")
-    port = _free_port()
-    log = open(path / "server.log", "wb")
-    proc = subprocess.Popen(
-        [_chroma_cli(), "run", "--path", str(path / "data"), "--host", "127.0.0.1", "--port", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 60
-    try:
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"chroma run exited with {proc.returncode}: {(path / 'server.log').read_text()}")
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/api/v2/heartbeat", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("chroma run did not answer its heartbeat within 60 s")
-            time.sleep(0.2)
-        yield "127.0.0.1", port
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
 
 
 @pytest.fixture(params=["embedded", "server"])
@@ -183,10 +131,9 @@ def test_bm25_prefers_rarer_and_more_frequent_terms(tmp_path, embedder):
     assert s.rebuild_stats() > 0
 
 
-def test_unreachable_server_raises_vector_store_error():
-    port = _free_port()
-    with pytest.raises(VectorStoreError, match=str(port)):
-        ChromaStore(host="127.0.0.1", port=port)
+def test_unreachable_server_raises_vector_store_error(free_port):
+    with pytest.raises(VectorStoreError, match=str(free_port)):
+        ChromaStore(host="127.0.0.1", port=free_port)
 
 
 def test_invalid_options():
