@@ -442,6 +442,41 @@ class ProceduralMemory:
             self.store.touch([r.procedure.id for r in kept])
         return kept
 
+    def keyword_search(
+        self,
+        query: str,
+        *,
+        k: int = 5,
+        kinds: Sequence[str] | None = None,
+        tags: Sequence[str] | None = None,
+        namespace: str | None = None,
+    ) -> list[SearchResult]:
+        """Find procedures by their words alone (BM25): no embedding model, no past experience.
+
+        The fallback seed 003 recommends when embedding fails; procmem never switches to it
+        silently, so a broken model install is not hidden::
+
+            try:
+                hits = memory.search(query)
+            except EmbeddingError:
+                hits = memory.keyword_search(query)
+
+        Args:
+            query: The request or situation, as text.
+            k: How many results (at most).
+            kinds: Only these kinds.
+            tags: Only procedures carrying all these tags.
+            namespace: Whose memory (default: this memory's).
+
+        Returns:
+            Results best first, scored by BM25 divided by the best, in (0, 1]; empty when no
+            procedure shares a word with the query. Returned procedures count an access.
+
+        Raises:
+            ValidationError: An argument is invalid (the message names it).
+        """
+        return self.retriever.keyword_search(query, k=k, kinds=kinds, tags=tags, namespace=self._ns(namespace))
+
     def record_usage(
         self, query: str, procedure_id: str, success: bool = True, *, namespace: str | None = None
     ) -> None:
@@ -1503,6 +1538,10 @@ class ProceduralMemory:
     async def asearch(self, query: str, **kwargs: Any) -> list[SearchResult]:
         """Async twin of :meth:`search`."""
         return await self._run(self.search, query, **kwargs)
+
+    async def akeyword_search(self, query: str, **kwargs: Any) -> list[SearchResult]:
+        """Async twin of :meth:`keyword_search`."""
+        return await self._run(self.keyword_search, query, **kwargs)
 
     async def arecord_usage(self, query: str, procedure_id: str, success: bool = True, **kwargs: Any) -> None:
         """Async twin of :meth:`record_usage`."""

@@ -1055,6 +1055,56 @@ class HybridRetriever:
             self.store.touch([r.procedure.id for r in results])
         return results
 
+    def keyword_search(
+        self,
+        query: str,
+        *,
+        k: int = 5,
+        namespace: str | None = None,
+        kinds: Sequence[str] | None = None,
+        tags: Sequence[str] | None = None,
+        touch: bool = True,
+    ) -> list[SearchResult]:
+        """Find procedures by their words alone (BM25), without the embedder or past experience.
+
+        The fallback of seed 003's error handling (``except EmbeddingError: use keyword-based
+        search``): it needs only the store, so it answers while the embedding model cannot load.
+
+        Args:
+            query: The request or situation, as text.
+            k: How many results (at most).
+            namespace: Only this namespace (None: all).
+            kinds: Only these kinds.
+            tags: Only procedures carrying all these tags.
+            touch: Count an access on each returned procedure.
+
+        Returns:
+            Up to ``k`` results, best first; ``score`` and ``lexical`` are the BM25 score divided
+            by the best one, in (0, 1]; ``dense`` and ``experience`` are None. Empty when no
+            procedure shares a word with the query.
+
+        Raises:
+            ValidationError: Blank query, ``k < 1``, blank namespace, unknown kind, ``tags`` not
+                a list of str.
+        """
+        self._validate(query, k, None, namespace, kinds, tags)
+        hits = self.store.lexical_search(
+            _lexical_query(query), k=k, namespace=namespace,
+            kinds=[getattr(x, "value", x) for x in kinds] if kinds else None, tags=list(tags) if tags else None,
+        )
+        if not hits:
+            return []
+        records = self.store.get_many([pid for pid, _ in hits])
+        top = hits[0][1]
+        results = [
+            SearchResult(procedure=records[pid], score=bm / top, lexical=bm / top,
+                         reason=f"keyword match (BM25 {bm:.2f}), no embedding")
+            for pid, bm in hits if pid in records
+        ]
+        if touch and results:
+            self.store.touch([r.procedure.id for r in results])
+        return results
+
     def _feedback(self, qv: np.ndarray, vecs: np.ndarray, match: np.ndarray, lexical: np.ndarray,
                   centroid: np.ndarray | None) -> np.ndarray:
         """Re-score the candidates for a query moved toward its best matches (pseudo-relevance feedback).
@@ -1128,6 +1178,10 @@ class HybridRetriever:
     async def asearch(self, query: str, **kwargs: Any) -> list[SearchResult]:
         """Async twin of :meth:`search` (runs in a worker thread)."""
         return await self._run(self.search, query, **kwargs)
+
+    async def akeyword_search(self, query: str, **kwargs: Any) -> list[SearchResult]:
+        """Async twin of :meth:`keyword_search`."""
+        return await self._run(self.keyword_search, query, **kwargs)
 
     async def arecord_usage(self, query: str, procedure_id: str, success: bool = True, *,
                             namespace: str = "default") -> None:

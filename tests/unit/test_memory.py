@@ -19,6 +19,7 @@ from procmem import (
 )
 from procmem.errors import (
     ConfigurationError,
+    EmbeddingError,
     ImportFormatError,
     InvalidProcedureError,
     InvalidSessionError,
@@ -436,6 +437,45 @@ def test_search_by_minimum_importance(memory):
     for bad in (1.5, -0.1, "0.5", True, float("nan")):
         with pytest.raises(ValidationError, match="min_importance"):
             memory.search("deploy", min_importance=bad)
+
+
+class _FailingEmbedder:
+    """Embeds until ``broken`` is set, then fails the way an unloadable model does."""
+
+    def __init__(self, inner):
+        self.inner, self.dim, self.broken = inner, inner.dim, False
+
+    def embed_documents(self, texts):
+        if self.broken:
+            raise EmbeddingError("model weights not found")
+        return self.inner.embed_documents(texts)
+
+    def embed_query(self, text):
+        return self.embed_documents([text])[0]
+
+
+def test_keyword_search_answers_when_the_embedder_fails(tmp_path, embedder):
+    # Seed 003: "except EmbeddingError: use keyword-based search" -- explicit, never silent.
+    failing = _FailingEmbedder(embedder)
+    m = ProceduralMemory(path=tmp_path / "k.sqlite3", embedder=failing)
+    m.store_procedure("deploy", ["git pull", "make deploy"], description="Deploy the web app to production")
+    m.store_procedure("backup", ["pg_dump"], description="Back up the production database", kind="skill")
+    m.add({"id": "other", "name": "other", "description": "deploy the web app", "namespace": "someone-else"})
+    failing.broken = True
+    with pytest.raises(EmbeddingError):
+        m.search("deploy the web app")
+    hits = m.keyword_search("deploy the web app")
+    assert [h.procedure.id for h in hits] == ["deploy"]  # this namespace only
+    assert hits[0].score == hits[0].lexical == 1.0 and hits[0].dense is None and "keyword" in hits[0].reason
+    assert [h.procedure.id for h in m.keyword_search("production", kinds=["skill"])] == ["backup"]
+    assert m.keyword_search("kubernetes") == []
+    assert m.get("deploy", touch=False).access_count == 1
+    assert [h.procedure.id for h in asyncio.run(m.akeyword_search("database backup", k=1))] == ["backup"]
+    with pytest.raises(ValidationError, match="query"):
+        m.keyword_search("  ")
+    with pytest.raises(ValidationError, match="k must"):
+        m.keyword_search("deploy", k=0)
+    m.close()
 
 
 def test_update_versions_and_rejects_bad_fields(memory):
