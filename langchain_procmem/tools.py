@@ -4,7 +4,7 @@
 
 ==================== ================================================================
 ``search_procedures`` find procedures for a request (rendered, with ids and scores)
-``save_procedure``    store a new procedure, or a new version of one by id
+``save_procedure``    store a procedure by name (the same name again: a new version), or revise one by id
 ``record_outcome``    report whether following a procedure worked (updates its stats)
 ``predict_next_action`` rank the likely next actions after the recent ones
 ==================== ================================================================
@@ -206,7 +206,8 @@ class SaveProcedureInput(BaseModel):
     triggers: list[str] = Field(default_factory=list, description="Situations that should bring it to mind.")
     tags: list[str] = Field(default_factory=list, description="Labels for filtering.")
     procedure_id: str | None = Field(
-        default=None, description="Id of a stored procedure to revise (saved as a new version); omit to create one."
+        default=None,
+        description="Id of a stored procedure to revise (saved as a new version); omit to save by name.",
     )
 
 
@@ -218,6 +219,11 @@ def _saved(proc: Procedure, created: bool) -> tuple[str, dict[str, Any]]:
 
 class SaveProcedureTool(_ProcMemTool):
     """Save a procedure that worked, or revise one (each revision is a new, reversible version).
+
+    Without ``procedure_id`` the procedure is saved by name, under the id
+    :meth:`~procmem.ProceduralMemory.procedure_id_for` gives (a slug of the name): saving the same
+    name again in the namespace, in any case or punctuation, revises that procedure instead of
+    adding a duplicate. With ``procedure_id`` that procedure of the namespace is revised.
 
     Setup:
         Install the LangChain extra::
@@ -235,14 +241,17 @@ class SaveProcedureTool(_ProcMemTool):
         >>> memory = ProceduralMemory(path=":memory:", embedder=HashingEmbedder())
         >>> tool = SaveProcedureTool(memory=memory)
         >>> steps = ["gzip old logs", "delete logs older than 30 days"]
-        >>> print(tool.invoke({"name": "rotate logs", "steps": steps})[:33])
-        Saved new procedure 'rotate logs'
+        >>> print(tool.invoke({"name": "rotate logs", "steps": steps}))
+        Saved new procedure 'rotate logs' (id: rotate-logs, version 1, 2 steps).
+        >>> print(tool.invoke({"name": "Rotate logs!", "steps": ["gzip old logs", "delete logs older than 7 days"]}))
+        Revised procedure 'Rotate logs!' (id: rotate-logs, version 2, 2 steps).
     """
 
     name: str = "save_procedure"
     description: str = (
         "Save a procedure (named steps) to procedural memory so it can be reused, e.g. after a task "
-        "succeeded. Pass procedure_id to revise a stored procedure instead (a new version)."
+        "succeeded. Saving the same name again revises it (a new version); pass procedure_id to revise "
+        "a stored procedure by id instead."
     )
     args_schema: type[BaseModel] = SaveProcedureInput
 
@@ -257,26 +266,30 @@ class SaveProcedureTool(_ProcMemTool):
         procedure_id: str | None,
     ) -> tuple[str, dict[str, Any]]:
         with _recoverable():
-            if procedure_id is not None:
+            if procedure_id is None:
+                procedure_id = self.memory.procedure_id_for(name, namespace=self._ns)
+                if not self.memory.store.get_many([procedure_id]):
+                    data = {
+                        "id": procedure_id,
+                        "name": name,
+                        "steps": steps,
+                        "description": description,
+                        "kind": kind,
+                        "triggers": triggers,
+                        "tags": tags,
+                        "namespace": self._ns,
+                    }
+                    return _saved(self.memory.add(data), True)
+            else:
                 self._owned(procedure_id)
-                changes: dict[str, Any] = {"name": name, "steps": steps, "kind": kind}
-                if description:
-                    changes["description"] = description
-                if triggers:
-                    changes["triggers"] = triggers
-                if tags:
-                    changes["tags"] = tags
-                return _saved(self.memory.update(procedure_id, note="revised by agent", **changes), False)
-            data = {
-                "name": name,
-                "steps": steps,
-                "description": description,
-                "kind": kind,
-                "triggers": triggers,
-                "tags": tags,
-                "namespace": self._ns,
-            }
-            return _saved(self.memory.add(data), True)
+            changes: dict[str, Any] = {"name": name, "steps": steps, "kind": kind}
+            if description:
+                changes["description"] = description
+            if triggers:
+                changes["triggers"] = triggers
+            if tags:
+                changes["tags"] = tags
+            return _saved(self.memory.update(procedure_id, note="revised by agent", **changes), False)
 
     def _run(
         self,

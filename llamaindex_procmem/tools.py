@@ -6,7 +6,6 @@ descriptions from their ``name (type): description`` docstring lines.
 """
 
 import asyncio
-import re
 
 from llama_index.core.tools.tool_spec.base import BaseToolSpec
 
@@ -15,10 +14,6 @@ from procmem.errors import ConfigurationError, ProcedureNotFoundError
 from procmem.types import Prediction, SearchResult
 
 __all__ = ["ProceduralMemoryToolSpec"]
-
-
-def _slug(name: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "procedure"
 
 
 def _render_results(query: str, results: list[SearchResult]) -> str:
@@ -77,6 +72,8 @@ class ProceduralMemoryToolSpec(BaseToolSpec):
         >>> save = tools[1]
         >>> print(save(name="Deploy web app", steps=["git pull", "make deploy"]).content)
         Saved procedure 'Deploy web app' (id=deploy-web-app, version 1).
+        >>> print(save(name="deploy web app!", steps=["git pull", "make build", "make deploy"]).content)
+        Saved procedure 'deploy web app!' (id=deploy-web-app, version 2).
     """
 
     spec_functions = [
@@ -127,29 +124,18 @@ class ProceduralMemoryToolSpec(BaseToolSpec):
         """Save a procedure that worked, so it can be found and reused later; saving a name again versions it.
 
         Args:
-            name (str): Short name of the procedure, e.g. 'Deploy the web app'; saving the same name again updates it.
+            name (str): Short name, e.g. 'Deploy the web app'; saving the same name again makes a new version.
             steps (list[str]): The steps in order, one action or tool call per item.
             description (str): What the procedure achieves and when to use it.
             triggers (list[str] | None): Requests or situations that should bring it to mind.
             kind (str): skill, workflow, tool or persona (default workflow).
         """
+        # The id policy (slug of the name, namespace-qualified if another namespace holds it) is the core's.
         pid = self.memory.store_procedure(
-            self._procedure_id(name), steps, name=name, description=description, kind=kind, triggers=triggers or ()
+            self.memory.procedure_id_for(name), steps, name=name, description=description, kind=kind,
+            triggers=triggers or (),
         )
         return self._saved(name, pid)
-
-    def _procedure_id(self, name: str) -> str:
-        """The id a name is saved under: its slug, qualified by the namespace when another namespace holds it.
-
-        Procedure ids are unique in the store, so two agents sharing one (each in its own
-        namespace) may both save 'Deploy': the first gets ``deploy``, the other ``deploy-<namespace>``.
-        """
-        pid = _slug(name)
-        try:
-            owner = self.memory.get(pid, touch=False).namespace
-        except ProcedureNotFoundError:
-            return pid
-        return pid if owner == self.memory.namespace else f"{pid}-{_slug(self.memory.namespace)}"
 
     async def asave_procedure(
         self,

@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import importlib.util
 import json
 import math
 import os
 import tempfile
 import threading
+import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -76,6 +78,27 @@ def _is_unicode(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+_SLUG_MAX_CHARS = 64  # longest slug ProceduralMemory.procedure_id_for makes of a name or a namespace
+
+
+def _slug(text: str) -> str:
+    """``text`` NFKC-normalised and case-folded, its words (letters, digits, combining marks) joined by ``-``.
+
+    A slug longer than ``_SLUG_MAX_CHARS`` is cut after a whole word and ends with 8 hex digits of
+    the SHA-256 of the whole slug, so two long names sharing a beginning keep apart. Empty when
+    ``text`` has no letter or digit.
+    """
+    folded = unicodedata.normalize("NFKC", text).casefold()
+    slug = "-".join("".join(c if c.isalnum() or unicodedata.category(c)[0] == "M" else " " for c in folded).split())
+    if len(slug) > _SLUG_MAX_CHARS:
+        digest = hashlib.sha256(slug.encode("utf-8")).hexdigest()[:8]
+        head = slug[: _SLUG_MAX_CHARS - 9]
+        if slug[len(head)] != "-" and "-" in head:  # end on a whole word
+            head = head.rsplit("-", 1)[0]
+        slug = f"{head}-{digest}"
+    return slug
 
 
 def _default_embedder() -> Embedder:
@@ -386,6 +409,72 @@ class ProceduralMemory:
         current = self.store.get(procedure_id)
         restored = Procedure.model_validate({**current.model_dump(), **kept[version].procedure.content_fields()})
         return self.store.put([restored], self._embed([restored]), note=f"rollback to v{version}")[0]
+
+    def procedure_id_for(self, name: str, *, namespace: str | None = None) -> str:
+        """Return the id a procedure saved by name has: a readable slug of the name.
+
+        This is the one id policy of the agent tools that save by name (``save_procedure`` of
+        ``langchain_procmem`` and ``llamaindex_procmem``): saving the same name again in a
+        namespace gets the same id, hence a new version of that procedure (see :meth:`versions`,
+        :meth:`rollback`), not a duplicate. Nothing is written.
+
+        * The slug is the name NFKC-normalised and case-folded, its words (runs of letters,
+          digits and combining marks, in any script) joined by ``-``: ``"Deploy the web app!"``
+          gives ``deploy-the-web-app``, so names differing only in case or punctuation share an
+          id. A slug over 64 characters is cut after a word and ends with 8 hex digits of its
+          SHA-256, so long names stay apart and ids stay short.
+        * Ids are unique in the store and a namespace never takes another's procedure, so the
+          candidates are the slug, then the slug qualified by the namespace's slug
+          (``deploy-agent-b``), then by 8 hex digits of the namespace's SHA-256. The first
+          candidate this namespace already holds is returned, else the first free one: the id
+          stays the same while that procedure exists, whichever namespace saved first.
+        * The kind is not part of the id: a name saved again with another kind revises that
+          procedure's kind too (a new version, which :meth:`rollback` can undo), as an agent
+          saving the same name means the same procedure.
+
+        Args:
+            name: The procedure's name, as the agent wrote it.
+            namespace: Whose procedure; default this memory's namespace.
+
+        Returns:
+            The id of this namespace's procedure saved under that name if there is one, else a
+            free id for it.
+
+        Raises:
+            InvalidProcedureError: ``name`` is not a str of valid Unicode or has no letter or
+                digit, or every candidate id belongs to another namespace.
+            ValidationError: ``namespace`` is not a non-empty str.
+
+        Example:
+            >>> from procmem.embeddings import HashingEmbedder
+            >>> memory = ProceduralMemory(path=":memory:", embedder=HashingEmbedder())
+            >>> memory.procedure_id_for("Deploy the web app!")
+            'deploy-the-web-app'
+            >>> _ = memory.store_procedure("deploy", ["git pull", "make deploy"])
+            >>> memory.procedure_id_for("DEPLOY"), memory.procedure_id_for("Deploy", namespace="agent-b")
+            ('deploy', 'deploy-agent-b')
+        """
+        ns = self._ns(namespace)
+        if not isinstance(name, str) or not _is_unicode(name):
+            raise InvalidProcedureError(f"name must be a str of valid Unicode, got {name!r}", field="name", value=name)
+        base = _slug(name)
+        if not base:
+            raise InvalidProcedureError(
+                f"name must contain a letter or digit, got {name!r}", field="name", value=name
+            )
+        ns_hash = hashlib.sha256(ns.encode("utf-8")).hexdigest()[:8]
+        candidates = list(dict.fromkeys([base, f"{base}-{_slug(ns) or ns_hash}", f"{base}-{ns_hash}"]))
+        owners = {pid: proc.namespace for pid, proc in self.store.get_many(candidates).items()}
+        for pid in candidates:
+            if owners.get(pid) == ns:
+                return pid
+        for pid in candidates:
+            if pid not in owners:
+                return pid
+        raise InvalidProcedureError(
+            f"every id for name {name!r} ({', '.join(candidates)}) belongs to another namespace than {ns!r}; "
+            "choose another name", field="name", value=name,
+        )
 
     # ------------------------------------------------------------------ retrieval
     def search(
@@ -1534,6 +1623,10 @@ class ProceduralMemory:
     async def adelete(self, procedure_id: str) -> bool:
         """Async twin of :meth:`delete`."""
         return await self._run(self.delete, procedure_id)
+
+    async def aprocedure_id_for(self, name: str, *, namespace: str | None = None) -> str:
+        """Async twin of :meth:`procedure_id_for`."""
+        return await self._run(self.procedure_id_for, name, namespace=namespace)
 
     async def asearch(self, query: str, **kwargs: Any) -> list[SearchResult]:
         """Async twin of :meth:`search`."""

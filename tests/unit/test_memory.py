@@ -102,6 +102,49 @@ def test_usages_never_point_at_another_namespaces_procedure(memory):
     assert memory.store.count_usages(namespace="default") == 1
 
 
+def test_procedure_id_for_is_a_slug_of_the_name(memory):
+    # The agent tools' save-by-name policy: one id per name and namespace, readable, store-wide unique.
+    pid = memory.procedure_id_for
+    assert pid("Deploy the web app!") == pid("deploy_the  WEB app") == "deploy-the-web-app"
+    assert pid("Ｄｅｐｌｏｙ the web app") == "deploy-the-web-app"  # full-width letters (NFKC)
+    assert pid("Déployer l'app") == "déployer-l-app"
+    assert pid("部署应用") != pid("回滚部署")  # names in other scripts are not all one id
+    long_a, long_b = "step " * 150 + "alpha", "step " * 150 + "beta"  # 750 characters, same beginning
+    assert len(pid(long_a)) <= 64 and pid(long_a).startswith("step-step-") and pid(long_a) != pid(long_b)
+    assert pid(long_a) == pid(long_a.upper())
+    for bad in ("!!!", "  -- ", 42, "n\udc80"):
+        with pytest.raises(InvalidProcedureError) as exc:
+            pid(bad)
+        assert exc.value.field == "name"
+    with pytest.raises(ValidationError) as exc:
+        pid("deploy", namespace="")
+    assert exc.value.field == "namespace"
+    assert memory.store.count() == 0  # nothing written
+
+
+def test_procedure_id_for_keeps_namespaces_apart_and_is_stable(memory):
+    memory.store_procedure("deploy", ["git pull", "make deploy"], kind="skill")
+    assert memory.procedure_id_for("Deploy!") == "deploy"  # this namespace's, whatever its kind
+    other = ProceduralMemory(store=memory.store, embedder=memory.embedder, namespace="agent b")
+    assert other.procedure_id_for("Deploy") == "deploy-agent-b"
+    assert memory.procedure_id_for("Deploy", namespace="agent b") == "deploy-agent-b"
+    other.store_procedure("deploy-agent-b", ["rm -rf build"])
+    memory.delete("deploy")  # the bare slug is free again: agent b keeps its own procedure
+    assert other.procedure_id_for("Deploy") == "deploy-agent-b"
+    assert memory.procedure_id_for("Deploy") == "deploy"
+    # The namespace-qualified id is taken by another namespace: the namespace's hash qualifies it.
+    memory.store_procedure("deploy", ["git pull"])
+    memory.store_procedure("deploy-ops", ["make ops"])
+    assert memory.procedure_id_for("Deploy", namespace="ops").startswith("deploy-")
+    assert memory.procedure_id_for("Deploy", namespace="ops") not in {"deploy", "deploy-ops"}
+    third = memory.procedure_id_for("Deploy", namespace="ops")
+    memory.store_procedure(third, ["x"])  # all three candidates belong to other namespaces
+    with pytest.raises(InvalidProcedureError, match="another name") as exc:
+        memory.procedure_id_for("Deploy", namespace="ops")
+    assert exc.value.field == "name"
+    assert asyncio.run(other.aprocedure_id_for("deploy")) == "deploy-agent-b"
+
+
 @pytest.mark.parametrize("bad", ["n\udc80", "\ud800x"])
 def test_ids_that_are_not_unicode_are_refused_by_field(memory, bad):
     # Lone surrogates cannot be stored; they raised a raw UnicodeEncodeError from sqlite3.

@@ -96,6 +96,50 @@ def test_save_creates_then_revises(memory):
     assert [v.version for v in memory.versions(pid)] == [1, 2]
 
 
+def test_saving_the_same_name_again_revises_it_not_a_duplicate(seeded):
+    # Without procedure_id every save was a new procedure with a random id: an agent saving
+    # "Rotate logs" after each success piled up copies. The id is now the core's slug of the name.
+    tool = SaveProcedureTool(memory=seeded)
+    first = _call(tool, {"name": "Rotate logs", "steps": ["gzip logs"], "tags": ["ops"]})
+    assert first.content.startswith("Saved new procedure") and first.artifact["id"] == "rotate-logs"
+    again = _call(tool, {"name": "rotate logs!", "steps": ["gzip logs", "rm old logs"], "kind": "skill"})
+    assert again.content.startswith("Revised procedure 'rotate logs!' (id: rotate-logs, version 2")
+    assert [v.version for v in seeded.versions("rotate-logs")] == [1, 2]
+    proc = seeded.get("rotate-logs", touch=False)
+    assert proc.kind.value == "skill" and proc.tags == ["ops"] and len(seeded.list(tags=["ops"])) == 3
+    # A name whose slug is a stored procedure's id in this namespace revises that procedure.
+    msg = _call(tool, {"name": "Deploy", "steps": ["git pull", "make deploy"]})
+    assert msg.content.startswith("Revised") and msg.artifact == {
+        "id": "deploy", "name": "Deploy", "kind": "workflow", "version": 2,
+    }
+    assert seeded.get("deploy", touch=False).description == "Deploy the web app to production"  # kept
+
+
+def test_save_by_name_odd_names(memory):
+    tool = SaveProcedureTool(memory=memory)
+    msg = _call(tool, {"name": "!!!", "steps": ["a"]})
+    assert msg.status == "error" and "name" in msg.content and "letter or digit" in msg.content
+    long_name = "clean up " * 110  # 990 characters
+    pid = _call(tool, {"name": long_name, "steps": ["a"]}).artifact["id"]
+    assert len(pid) <= 64 and pid.startswith("clean-up-clean-up")
+    assert _call(tool, {"name": long_name.upper(), "steps": ["b"]}).artifact == {
+        "id": pid, "name": long_name.upper(), "kind": "workflow", "version": 2,
+    }
+
+
+def test_namespaces_sharing_a_store_save_the_same_name_apart(seeded):
+    mine = SaveProcedureTool(memory=seeded)
+    theirs = SaveProcedureTool(memory=seeded, namespace="agent-b")
+    assert _call(theirs, {"name": "Deploy", "steps": ["rm -rf build"]}).artifact["id"] == "deploy-agent-b"
+    msg = _call(theirs, {"name": "deploy", "steps": ["make clean"]})
+    assert msg.content.startswith("Revised") and msg.artifact["version"] == 2
+    assert _call(mine, {"name": "Deploy", "steps": ["git pull"]}).artifact == {
+        "id": "deploy", "name": "Deploy", "kind": "workflow", "version": 2,
+    }
+    assert seeded.get("deploy-agent-b", touch=False).namespace == "agent-b"
+    assert [s.action for s in seeded.get("deploy-agent-b", touch=False).steps] == ["make clean"]
+
+
 def test_save_unknown_id_and_invalid_fields_are_recoverable(memory):
     tool = SaveProcedureTool(memory=memory)
     msg = _call(tool, {"name": "x", "steps": ["a"], "procedure_id": "missing"})
@@ -155,6 +199,8 @@ async def test_async_tools(seeded):
     assert "id=deploy" in found
     saved = await tools["save_procedure"].ainvoke({"name": "async one", "steps": ["a", "b"]})
     assert saved.startswith("Saved new procedure")
+    saved = await tools["save_procedure"].ainvoke({"name": "Async one", "steps": ["a", "b", "c"]})
+    assert saved.startswith("Revised procedure 'Async one' (id: async-one, version 2")
     recorded = await tools["record_outcome"].ainvoke({"procedure_id": "deploy", "success": True})
     assert "1/1" in recorded
     msg = await tools["record_outcome"].ainvoke(

@@ -141,6 +141,39 @@ def test_agents_sharing_a_store_save_the_same_name_apart(pm):
     assert other.get("deploy-agent-b", touch=False).namespace == "agent-b"
 
 
+def test_an_agents_id_stays_its_own_when_the_bare_slug_is_freed(pm):
+    # The namespace-qualified id was chosen only while the bare slug was taken: once the other
+    # agent deleted "deploy", the next save of "Deploy" started a new procedure.
+    from procmem import ProceduralMemory
+
+    theirs = ProceduralMemoryToolSpec(memory=ProceduralMemory(store=pm.store, embedder=pm.embedder,
+                                                              namespace="agent-b"))
+    mine = ProceduralMemoryToolSpec(memory=pm)
+    mine.save_procedure(name="Deploy", steps=["git pull"])
+    assert "id=deploy-agent-b, version 1" in theirs.save_procedure(name="Deploy", steps=["rm -rf build"])
+    pm.delete("deploy")
+    assert "id=deploy-agent-b, version 2" in theirs.save_procedure(name="Deploy", steps=["make clean"])
+    # Its qualified id taken by another namespace: a third, hash-qualified id, not an error.
+    mine.save_procedure(name="Deploy", steps=["git pull"])
+    mine.save_procedure(name="Deploy ops", steps=["make ops"])
+    ops = ProceduralMemoryToolSpec(memory=ProceduralMemory(store=pm.store, embedder=pm.embedder, namespace="ops"))
+    out = ops.save_procedure(name="Deploy", steps=["ansible-playbook site.yml"])
+    assert "version 1" in out and "id=deploy," not in out and "id=deploy-ops," not in out
+
+
+def test_odd_names(pm):
+    spec = ProceduralMemoryToolSpec(memory=pm)
+    # Every name without an ASCII letter or digit was one procedure, "procedure".
+    first = spec.save_procedure(name="部署应用", steps=["git pull", "make deploy"])
+    second = spec.save_procedure(name="回滚部署", steps=["git revert HEAD"])
+    assert "version 1" in first and "version 1" in second and len(pm.list()) == 2
+    with pytest.raises(ValidationError, match="letter or digit"):
+        spec.save_procedure(name="!!!", steps=["a"])
+    long_name = "clean up " * 110  # its slug was longer than an id may be
+    assert "version 1" in spec.save_procedure(name=long_name, steps=["a"])
+    assert "version 2" in spec.save_procedure(name=long_name.title(), steps=["b"])
+
+
 async def test_record_outcome_grades_only_this_namespaces_procedures(pm):
     # The tool recorded outcomes (and usages) on another agent's procedure given its id.
     from procmem import ProceduralMemory
