@@ -30,6 +30,7 @@ bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/retrieval.py
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/next_action.py
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/scale.py
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/learn_session.py
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/scale_service.py
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/reliability.py
 

@@ -50,6 +50,7 @@ from procmem.errors import (
     pydantic_error,
 )
 from procmem.execution import FunctionRegistry, execute_steps
+from procmem.learning.mining import PatternCounter
 from procmem.stores.base import ProcedureStore
 from procmem.types import (
     ConsolidationReport,
@@ -206,6 +207,8 @@ class ProceduralMemory:
         self.importance_half_life = float(importance_half_life)
         self._predictor_options = dict(predictor_options or {})
         self._predictors: dict[str, Any] = {}
+        self._miners: dict[str, PatternCounter] = {}  # per namespace, updated as sessions are learned
+        self._mining_deferred: dict[str, bool] = {}  # the last mining left a workflow out for want of room
         self._predictor_lock = threading.RLock()
         from procmem.retrieval import HybridRetriever
 
@@ -339,6 +342,7 @@ class ProceduralMemory:
         n = self.store.clear(ns)
         with self._predictor_lock:
             self._predictors.pop(ns, None)
+            self._miners.pop(ns, None)
         return n
 
     def list(
@@ -1093,8 +1097,10 @@ class ProceduralMemory:
         Use it when another process (a second server worker, a CLI run) learned sessions into
         the same store.
         """
+        ns = self._ns(namespace)
         with self._predictor_lock:
-            self._predictors.pop(self._ns(namespace), None)
+            self._predictors.pop(ns, None)
+            self._miners.pop(ns, None)
 
     def _session(
         self,
@@ -1210,6 +1216,9 @@ class ProceduralMemory:
                     loaded = {s.namespace for s in fresh if s.namespace in self._predictors}
                     self.store.add_sessions(fresh)
                     for s in fresh:
+                        miner = self._miners.get(s.namespace)
+                        if miner is not None:
+                            miner.add([s])
                         if s.namespace in loaded:
                             self._predictors[s.namespace].learn_session(
                                 s.actions,
@@ -1267,7 +1276,10 @@ class ProceduralMemory:
         if record is None:
             return None
         record = record.model_copy(update={"namespace": ns})
-        self.store.add_sessions([record])
+        with self._predictor_lock:
+            miner = self._miners.get(ns)
+            if self.store.add_sessions([record]) and miner is not None:
+                miner.add([record])
         if self.mining.enabled:
             self.mine_workflows(namespace=ns)
         return record
@@ -1358,6 +1370,27 @@ class ProceduralMemory:
         """The learned transition graph (a ``networkx.DiGraph`` over normalised actions)."""
         return self.predictor(namespace).graph
 
+    def _miner(self, namespace: str) -> tuple[PatternCounter, bool]:
+        """The namespace's n-gram counts, and whether they were just recounted from the store.
+
+        They are recounted on first use, when the mining lengths changed, and when the store
+        holds another number of the namespace's sessions than were counted (another process
+        learned into the same file, or sessions were loaded or cleared): learning a session in
+        this process adds its n-grams instead (see :meth:`learn_sessions`). Call with
+        ``_predictor_lock`` held.
+        """
+        cfg = self.mining
+        miner = self._miners.get(namespace)
+        if (miner is not None and (miner.min_length, miner.max_length) == (cfg.min_length, cfg.max_length)
+                and miner.sessions == self.store.count_sessions(namespace=namespace)):
+            return miner, False
+        self._miners.pop(namespace, None)
+        miner = PatternCounter(min_length=cfg.min_length, max_length=cfg.max_length, track_changes=True)
+        miner.add(self.store.iter_sessions(namespace=namespace))
+        miner.changed.clear()
+        self._miners[namespace] = miner
+        return miner, True
+
     def mine_workflows(self, *, namespace: str | None = None) -> list[Procedure]:
         """Promote recurring successful sequences into stored workflows; demote failing ones.
 
@@ -1371,18 +1404,10 @@ class ProceduralMemory:
         Returns:
             The workflows whose record changed.
         """
-        from procmem.learning.mining import mine_workflows, outcome_summary, workflow_key
+        from procmem.learning.mining import workflow_key
 
         ns = self._ns(namespace)
         cfg = self.mining
-        sessions = list(self.store.iter_sessions(namespace=ns))
-        candidates = mine_workflows(
-            sessions,
-            min_support=cfg.min_support,
-            min_success_rate=0.0,
-            min_length=cfg.min_length,
-            max_length=cfg.max_length,
-        )
 
         def key_of(wf: Procedure) -> str:
             templates = wf.metadata.get("templates")
@@ -1392,6 +1417,29 @@ class ProceduralMemory:
         # This namespace's learned workflows by the key of their steps (whatever their id).
         existing = {key_of(p): p for p in self.store.list(namespace=ns, kinds=["workflow"], tags=["learned"])}
         room = cfg.max_workflows - sum(1 for p in existing.values() if p.metadata.get("status") == "promoted")
+        with self._predictor_lock:
+            # Only patterns of sessions learned since the last mining can change status, so only
+            # they are examined; every pattern is when the counts were just rebuilt, or when the
+            # last mining left a promotable pattern out for want of room and room has come free.
+            miner, rebuilt = self._miner(ns)
+            full = rebuilt or (room > 0 and self._mining_deferred.get(ns, False))
+            among = None if full else set(miner.changed)
+            miner.changed.clear()
+            candidates = miner.candidates(min_support=cfg.min_support, min_success_rate=0.0, among=among)
+        try:
+            return self._apply_mined(ns, candidates, existing, room, full)
+        except BaseException:
+            with self._predictor_lock:  # the changes taken above were not applied: recount next time
+                self._miners.pop(ns, None)
+            raise
+
+    def _apply_mined(self, ns: str, candidates: Sequence[Any], existing: dict[str, Procedure], room: int,
+                     full: bool) -> list[Procedure]:
+        """Write :meth:`mine_workflows`' promotions, demotions and updated counters; return the changed."""
+        from procmem.learning.mining import outcome_summary
+
+        cfg = self.mining
+        deferred = False if full else self._mining_deferred.get(ns, False)
         writes: dict[str, list[Procedure]] = {}
         for cand in candidates:
             rate = cand.promotion_rate()  # sessions without an outcome count as successes here
@@ -1399,6 +1447,7 @@ class ProceduralMemory:
             old = existing.get(cand.key)
             wid = old.id if old is not None else f"wf-{cand.key}" if ns == "default" else f"wf-{ns}-{cand.key}"
             if old is None and (not ok or room <= 0):
+                deferred = deferred or ok
                 continue
             status = "promoted" if ok else "demoted"
             meta = {
@@ -1440,6 +1489,7 @@ class ProceduralMemory:
         changed: list[Procedure] = []
         for note, procs in writes.items():
             changed.extend(self.store.put(procs, self._embed(procs), note=note))
+        self._mining_deferred[ns] = deferred
         return changed
 
     # ------------------------------------------------------------------ save / load

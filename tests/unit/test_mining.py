@@ -1,7 +1,11 @@
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from procmem import MiningConfig, ProceduralMemory
+from procmem.embeddings import HashingEmbedder
 from procmem.errors import ConfigurationError, InvalidSessionError
-from procmem.learning.mining import WorkflowCandidate, mine_workflows, workflow_key
+from procmem.learning.mining import PatternCounter, WorkflowCandidate, mine_workflows, workflow_key
 from procmem.types import SessionRecord
 
 DEPLOY = ["git pull", "make test", "make deploy"]
@@ -87,3 +91,83 @@ def test_mixed_outcomes_show_the_observed_rate_of_known_ones():
     assert (w.support, w.successes, w.failures, w.unknown) == (4, 1, 1, 2)
     assert w.success_rate == pytest.approx(0.5)  # 1 of the 2 sessions with a known outcome
     assert w.promotion_rate() == pytest.approx(0.75)  # (1 + 2 unknown) / 4: unknown counts as success
+
+
+# ------------------------------------------------------------------ incremental counting
+
+_ACTIONS = st.sampled_from(["ls", "cd src", "make", "make test", "git push", "vim a.txt"])
+_SESSION = st.fixed_dictionaries({
+    "actions": st.lists(_ACTIONS, min_size=1, max_size=7),
+    "outcome": st.sampled_from(["success", "failure", None]),
+})
+
+
+@settings(max_examples=60, deadline=None)
+@given(first=st.lists(_SESSION, max_size=8), then=st.lists(_SESSION, max_size=4), support=st.integers(1, 3))
+def test_changed_patterns_are_the_only_ones_whose_candidacy_can_change(first, then, support):
+    counter = PatternCounter(min_length=2, max_length=4, track_changes=True)
+    counter.add(first)
+    before = {tuple(c.steps): c for c in counter.candidates(min_support=support, min_success_rate=0.5)}
+    counter.changed.clear()
+    counter.add(then)
+    full = counter.candidates(min_support=support, min_success_rate=0.5)
+    changed = counter.candidates(min_support=support, min_success_rate=0.5, among=counter.changed)
+    assert changed == [c for c in full if tuple(c.steps) in counter.changed]
+    # Outside the changed patterns, the candidates are exactly the ones before.
+    assert {tuple(c.steps): c for c in full if tuple(c.steps) not in counter.changed} == {
+        g: c for g, c in before.items() if g not in counter.changed
+    }
+    assert counter.sessions == len(first) + len(then)
+    assert mine_workflows(first + then, min_support=support, min_success_rate=0.5, min_length=2, max_length=4) == full
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(sessions=st.lists(_SESSION, min_size=1, max_size=12), room=st.integers(1, 4))
+def test_learning_session_by_session_mines_what_a_full_recount_does(tmp_path_factory, sessions, room):
+    # Each learn_session mines only the patterns of the new session; refresh() before every
+    # session forces the full recount the miner did before: the stored workflows, their
+    # statuses, counters and version histories must be the same.
+    mining = MiningConfig(min_support=2, min_length=2, max_workflows=room)
+    d = tmp_path_factory.mktemp("mine")
+    fast = ProceduralMemory(path=d / "a.sqlite3", embedder=HashingEmbedder(dim=32), mining=mining)
+    full = ProceduralMemory(path=d / "b.sqlite3", embedder=HashingEmbedder(dim=32), mining=mining)
+    for i, s in enumerate(sessions):
+        fast.learn_session(s["actions"], s["outcome"], session_id=f"s{i}")
+        full.refresh()
+        full.learn_session(s["actions"], s["outcome"], session_id=f"s{i}")
+
+    def state(m):
+        return sorted((p.id, p.version, p.metadata, [v.note for v in m.versions(p.id)])
+                      for p in m.store.list(kinds=["workflow"]))
+
+    assert state(fast) == state(full)
+    fast.close()
+    full.close()
+
+
+def test_a_workflow_left_out_for_want_of_room_is_promoted_when_room_comes_free(tmp_path):
+    m = ProceduralMemory(path=tmp_path / "m.sqlite3", embedder=HashingEmbedder(dim=32),
+                         mining=MiningConfig(min_support=2, min_length=2, max_workflows=1))
+    for _ in range(2):
+        m.learn_session(["git pull", "make deploy"], "success")
+    for _ in range(2):
+        m.learn_session(["make test", "git push"], "success")  # promotable, but no room
+    assert [p.metadata["templates"] for p in m.store.list(kinds=["workflow"])] == [["git pull", "make deploy"]]
+    for _ in range(2):
+        m.learn_session(["git pull", "make deploy"], "failure")  # 2 of 4: demoted, room comes free
+    m.learn_session(["ls"], "success")  # a session with no pattern of either
+    status = {tuple(p.metadata["templates"]): p.metadata["status"] for p in m.store.list(kinds=["workflow"])}
+    assert status == {("git pull", "make deploy"): "demoted", ("make test", "git push"): "promoted"}
+    m.close()
+
+
+def test_counter_validates_and_leaves_a_malformed_session_uncounted():
+    with pytest.raises(ConfigurationError, match="max_length"):
+        PatternCounter(min_length=3, max_length=2)
+    counter = PatternCounter(min_length=2, max_length=3)
+    with pytest.raises(InvalidSessionError, match=r"sessions\[1\]"):
+        counter.add([["a", "b"], ["a", ""]])
+    assert counter.sessions == 1
+    assert [c.support for c in counter.candidates(min_support=1)] == [1]
+    with pytest.raises(ConfigurationError, match="min_support"):
+        counter.candidates(min_support=0)

@@ -5,6 +5,7 @@ import doctest
 import procmem
 import procmem.embeddings.hashing
 import procmem.execution
+import procmem.learning.mining
 import procmem.memory
 
 
@@ -20,7 +21,7 @@ def test_procmem_all_is_sorted_and_pinned():
 
 
 def test_docstring_examples_run():
-    for module in (procmem.memory, procmem.execution, procmem.embeddings.hashing):
+    for module in (procmem.memory, procmem.execution, procmem.embeddings.hashing, procmem.learning.mining):
         failures, tried = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
         assert failures == 0, module.__name__
         assert tried > 0, module.__name__

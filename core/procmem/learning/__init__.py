@@ -1,6 +1,6 @@
 """Learning from sessions: action normalisation and workflow mining."""
 
-from procmem.learning.mining import WorkflowCandidate, mine_workflows, outcome_summary, workflow_key
+from procmem.learning.mining import PatternCounter, WorkflowCandidate, mine_workflows, outcome_summary, workflow_key
 from procmem.learning.normalize import (
     PLACEHOLDERS,
     NormalizedAction,
@@ -15,6 +15,7 @@ from procmem.learning.normalize import (
 __all__ = [
     "PLACEHOLDERS",
     "NormalizedAction",
+    "PatternCounter",
     "WorkflowCandidate",
     "collapse_whitespace",
     "extract_task_values",
