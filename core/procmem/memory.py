@@ -209,6 +209,7 @@ class ProceduralMemory:
         self._predictors: dict[str, Any] = {}
         self._miners: dict[str, PatternCounter] = {}  # per namespace, updated as sessions are learned
         self._mining_deferred: dict[str, bool] = {}  # the last mining left a workflow out for want of room
+        self._mining_lock = threading.Lock()  # one mining at a time: its writes follow its counts' order
         self._predictor_lock = threading.RLock()
         from procmem.retrieval import HybridRetriever
 
@@ -1414,24 +1415,27 @@ class ProceduralMemory:
             ok = isinstance(templates, list) and templates and all(isinstance(t, str) for t in templates)
             return workflow_key(templates) if ok else wf.id
 
-        # This namespace's learned workflows by the key of their steps (whatever their id).
-        existing = {key_of(p): p for p in self.store.list(namespace=ns, kinds=["workflow"], tags=["learned"])}
-        room = cfg.max_workflows - sum(1 for p in existing.values() if p.metadata.get("status") == "promoted")
-        with self._predictor_lock:
-            # Only patterns of sessions learned since the last mining can change status, so only
-            # they are examined; every pattern is when the counts were just rebuilt, or when the
-            # last mining left a promotable pattern out for want of room and room has come free.
-            miner, rebuilt = self._miner(ns)
-            full = rebuilt or (room > 0 and self._mining_deferred.get(ns, False))
-            among = None if full else set(miner.changed)
-            miner.changed.clear()
-            candidates = miner.candidates(min_support=cfg.min_support, min_success_rate=0.0, among=among)
-        try:
-            return self._apply_mined(ns, candidates, existing, room, full)
-        except BaseException:
-            with self._predictor_lock:  # the changes taken above were not applied: recount next time
-                self._miners.pop(ns, None)
-            raise
+        # Minings run one at a time, so a later one's counts are never overwritten by an earlier one's.
+        with self._mining_lock:
+            # This namespace's learned workflows by the key of their steps (whatever their id).
+            existing = {key_of(p): p for p in self.store.list(namespace=ns, kinds=["workflow"], tags=["learned"])}
+            room = cfg.max_workflows - sum(1 for p in existing.values() if p.metadata.get("status") == "promoted")
+            with self._predictor_lock:
+                # Only patterns of sessions learned since the last mining can change status, so
+                # only they are examined; every pattern is when the counts were just rebuilt, or
+                # when the last mining left a promotable pattern out for want of room and room
+                # has come free.
+                miner, rebuilt = self._miner(ns)
+                full = rebuilt or (room > 0 and self._mining_deferred.get(ns, False))
+                among = None if full else set(miner.changed)
+                miner.changed.clear()
+                candidates = miner.candidates(min_support=cfg.min_support, min_success_rate=0.0, among=among)
+            try:
+                return self._apply_mined(ns, candidates, existing, room, full)
+            except BaseException:
+                with self._predictor_lock:  # the changes taken above were not applied: recount next time
+                    self._miners.pop(ns, None)
+                raise
 
     def _apply_mined(self, ns: str, candidates: Sequence[Any], existing: dict[str, Procedure], room: int,
                      full: bool) -> list[Procedure]:

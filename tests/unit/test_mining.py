@@ -161,6 +161,39 @@ def test_a_workflow_left_out_for_want_of_room_is_promoted_when_room_comes_free(t
     m.close()
 
 
+def test_a_slow_mining_never_writes_its_older_counts_over_a_later_ones(tmp_path):
+    import threading
+
+    m = ProceduralMemory(path=tmp_path / "m.sqlite3", embedder=HashingEmbedder(dim=32),
+                         mining=MiningConfig(min_support=2, min_length=2))
+    deploy = ["git pull", "make build", "make deploy"]
+    for _ in range(2):
+        m.learn_session(deploy, "success")
+    # The next mining stops after counting (support 3), before writing, while a second agent
+    # learns the same session (support 4) and mines.
+    apply, counted, go = m._apply_mined, threading.Event(), threading.Event()
+
+    def slow_apply(*args, **kwargs):
+        if not counted.is_set():
+            counted.set()
+            go.wait(timeout=5)
+        return apply(*args, **kwargs)
+
+    m._apply_mined = slow_apply
+    first = threading.Thread(target=m.learn_session, args=(deploy, "success"))
+    first.start()
+    assert counted.wait(timeout=5)
+    second = threading.Thread(target=m.learn_session, args=(deploy, "success"))
+    second.start()
+    second.join(timeout=0.5)  # it waits for the first mining to finish writing
+    go.set()
+    first.join()
+    second.join()
+    [wf] = m.store.list(kinds=["workflow"])
+    assert wf.metadata["support"] == 4 == m.store.count_sessions()
+    m.close()
+
+
 def test_counter_validates_and_leaves_a_malformed_session_uncounted():
     with pytest.raises(ConfigurationError, match="max_length"):
         PatternCounter(min_length=3, max_length=2)
