@@ -295,6 +295,7 @@ class _Experience:
     _arrays: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
     _avg: float = 1.0  # mean request length in words when _arrays was built
     _built: int = 0  # past requests when _arrays was built
+    _ns_ids: dict[str, int] = field(default_factory=dict)  # namespace -> code in _ns_arr
     _proto: dict[str | None, tuple[dict[str, int], np.ndarray]] = field(default_factory=dict)
 
     def __len__(self) -> int:
@@ -351,8 +352,13 @@ class _Experience:
             self._arrays = {w: (np.asarray(d, np.int64), self._weights(np.asarray(d, np.int64),
                                                                        np.asarray(t, np.float32)))
                             for w, (d, t) in self.postings.items()}
-            self._ns_arr = np.asarray(self.ns, dtype=object)
+            self._ns_arr = self._ns_codes(self.ns)
         return self._arrays
+
+    def _ns_codes(self, names: Sequence[str]) -> np.ndarray:
+        """Integer codes of namespaces: comparing them is ~30 times faster than comparing strings."""
+        ids = self._ns_ids
+        return np.fromiter((ids.setdefault(n, len(ids)) for n in names), np.int32, count=len(names))
 
     def _extend(self, first: int) -> None:
         """Append the past requests from row ``first`` on to the built postings arrays."""
@@ -368,7 +374,7 @@ class _Experience:
             weights = self._weights(docs, np.asarray(t[start:], np.float32))
             arrays[w] = (docs, weights) if old is None else (np.concatenate([old[0], docs]),
                                                                np.concatenate([old[1], weights]))
-        self._ns_arr = np.concatenate([self._ns_arr, np.asarray(self.ns[first:], dtype=object)])
+        self._ns_arr = np.concatenate([self._ns_arr, self._ns_codes(self.ns[first:])])
 
     def lexical(self, text: str, k: int, namespace: str | None) -> list[tuple[int, float]]:
         """Return the ``k`` past requests with the highest BM25 for ``text``: ``(row, bm25)``."""
@@ -385,7 +391,10 @@ class _Experience:
             idf = math.log(1.0 + (n - len(docs) + 0.5) / (len(docs) + 0.5))
             scores[docs] += idf * weight
         if namespace is not None:
-            scores[self._ns_arr != namespace] = 0.0
+            code = self._ns_ids.get(namespace)
+            if code is None:
+                return []
+            scores[self._ns_arr != code] = 0.0
         k = min(k, n)
         top = np.argpartition(-scores, k - 1)[:k] if k < n else np.arange(n)
         top = top[np.argsort(-scores[top], kind="stable")]
