@@ -131,6 +131,27 @@ def test_filters_kind_tag_namespace():
         "deploy_app", "deploy_staging", "deploy_other"}
 
 
+def test_a_usage_stored_across_namespaces_never_leaks_a_procedure(tmp_path):
+    # record_usage refuses a usage whose procedure is in another namespace, but a store written
+    # by an older procmem (or by hand) may hold one: the namespace filter must still hold.
+    from procmem.stores import SQLiteStore
+    from procmem.types import Usage
+
+    emb = HashingEmbedder(dim=512)
+    r = HybridRetriever(SQLiteStore(tmp_path / "s.sqlite3"), emb)
+    [mine, theirs] = r.add_procedures([
+        Procedure(kind="tool", name="backup_db", description="back up the database"),
+        Procedure(kind="tool", name="drop_db", description="drop every table", namespace="other"),
+    ])
+    for q in ("wipe the database", "wipe the database now", "wipe the database please"):
+        r.record_usage(q, mine.id)
+        stray = Usage(query=q, procedure_id=theirs.id, namespace="default")
+        r.store.add_usages([stray], emb.embed_documents([q]))
+    r.invalidate()
+    found = names(r.search("wipe the database", k=10, namespace="default"))
+    assert "backup_db" in found and "drop_db" not in found
+
+
 def test_min_score_and_k(retriever):
     res = retriever.search("weather forecast", k=6)
     assert len(res) <= 6 and res == sorted(res, key=lambda x: -x.score)

@@ -178,15 +178,17 @@ class LexicalIndex:
         words = query_of.boolean_query(
             [(tantivy.Occur.Should, query_of.term_query(schema, "text", t, index_option="freq")) for t in terms]
         )
+        searcher = self._searcher_now()
         filters = [query_of.term_query(schema, "tag", tag, index_option="basic") for tag in tags or ()]
-        if namespace is not None:
+        # A namespace that holds every procedure (a store with one namespace, the usual case)
+        # filters nothing; the intersection would cost more than the search itself.
+        if namespace is not None and searcher.doc_freq("namespace", namespace) < searcher.num_docs:
             filters.append(query_of.term_query(schema, "namespace", namespace, index_option="basic"))
         if kinds:
             filters.append(query_of.term_set_query(schema, "kind", list(kinds)))
         query = words if not filters else query_of.boolean_query(
             [(tantivy.Occur.Must, words)] + [(tantivy.Occur.Must, query_of.const_score_query(f, 0.0)) for f in filters]
         )
-        searcher = self._searcher_now()
         hits = searcher.search(query, limit=int(k), count=False).hits
         if not hits:
             return []
