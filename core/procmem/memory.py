@@ -27,6 +27,7 @@ import importlib.util
 import json
 import math
 import os
+import re
 import tempfile
 import threading
 import unicodedata
@@ -82,17 +83,27 @@ def _is_unicode(text: str) -> bool:
 
 
 _SLUG_MAX_CHARS = 64  # longest slug ProceduralMemory.procedure_id_for makes of a name or a namespace
+# Invisible marks that only choose how the character before them is drawn (emoji or text style,
+# glyph variants): the variation selectors and the combining grapheme joiner.
+_PRESENTATION_MARKS = re.compile("[\u034f\ufe00-\ufe0f\U000e0100-\U000e01ef]")
 
 
 def _slug(text: str) -> str:
     """``text`` NFKC-normalised and case-folded, its words (letters, digits, combining marks) joined by ``-``.
 
-    A slug longer than ``_SLUG_MAX_CHARS`` is cut after a whole word and ends with 8 hex digits of
-    the SHA-256 of the whole slug, so two long names sharing a beginning keep apart. Empty when
-    ``text`` has no letter or digit.
+    A combining mark belongs to the letter or digit before it: one with none (after an emoji or a
+    space) is not a word, and presentation selectors (``_PRESENTATION_MARKS``) are dropped, so
+    ``"✔️ Deploy"`` gives ``deploy``, not an invisible mark followed by ``-deploy``. A slug longer
+    than ``_SLUG_MAX_CHARS`` is cut after a whole word and ends with 8 hex digits of the SHA-256
+    of the whole slug, so two long names sharing a beginning keep apart. Empty when ``text`` has
+    no letter or digit.
     """
-    folded = unicodedata.normalize("NFKC", text).casefold()
-    slug = "-".join("".join(c if c.isalnum() or unicodedata.category(c)[0] == "M" else " " for c in folded).split())
+    folded = _PRESENTATION_MARKS.sub("", unicodedata.normalize("NFKC", text).casefold())
+    chars: list[str] = []
+    for c in folded:
+        in_word = c.isalnum() or (unicodedata.category(c)[0] == "M" and bool(chars) and chars[-1] != " ")
+        chars.append(c if in_word else " ")
+    slug = "-".join("".join(chars).split())
     if len(slug) > _SLUG_MAX_CHARS:
         digest = hashlib.sha256(slug.encode("utf-8")).hexdigest()[:8]
         head = slug[: _SLUG_MAX_CHARS - 9]
@@ -209,6 +220,9 @@ class ProceduralMemory:
         self._predictors: dict[str, Any] = {}
         self._miners: dict[str, PatternCounter] = {}  # per namespace, updated as sessions are learned
         self._mining_deferred: dict[str, bool] = {}  # the last mining left a workflow out for want of room
+        # What the last mining decided on besides the counts: its thresholds and the learned
+        # workflows it left in the store (id -> version). Any other change means a full re-examination.
+        self._mining_basis: dict[str, tuple[Any, ...]] = {}
         self._mining_lock = threading.Lock()  # one mining at a time: its writes follow its counts' order
         self._predictor_lock = threading.RLock()
         from procmem.retrieval import HybridRetriever
@@ -1217,9 +1231,7 @@ class ProceduralMemory:
                     loaded = {s.namespace for s in fresh if s.namespace in self._predictors}
                     self.store.add_sessions(fresh)
                     for s in fresh:
-                        miner = self._miners.get(s.namespace)
-                        if miner is not None:
-                            miner.add([s])
+                        self._count_sessions(s.namespace, [s])
                         if s.namespace in loaded:
                             self._predictors[s.namespace].learn_session(
                                 s.actions,
@@ -1278,9 +1290,8 @@ class ProceduralMemory:
             return None
         record = record.model_copy(update={"namespace": ns})
         with self._predictor_lock:
-            miner = self._miners.get(ns)
-            if self.store.add_sessions([record]) and miner is not None:
-                miner.add([record])
+            if self.store.add_sessions([record]):
+                self._count_sessions(ns, [record])
         if self.mining.enabled:
             self.mine_workflows(namespace=ns)
         return record
@@ -1371,6 +1382,17 @@ class ProceduralMemory:
         """The learned transition graph (a ``networkx.DiGraph`` over normalised actions)."""
         return self.predictor(namespace).graph
 
+    def _count_sessions(self, namespace: str, sessions: Sequence[SessionRecord]) -> None:
+        """Add newly stored sessions to the namespace's n-gram counts, if kept.
+
+        While mining is disabled the counts are dropped instead of grown (they are recounted
+        from the store when mining next runs). Call with ``_predictor_lock`` held.
+        """
+        if not self.mining.enabled:
+            self._miners.pop(namespace, None)
+        elif (miner := self._miners.get(namespace)) is not None:
+            miner.add(sessions)
+
     def _miner(self, namespace: str) -> tuple[PatternCounter, bool]:
         """The namespace's n-gram counts, and whether they were just recounted from the store.
 
@@ -1422,16 +1444,22 @@ class ProceduralMemory:
             room = cfg.max_workflows - sum(1 for p in existing.values() if p.metadata.get("status") == "promoted")
             with self._predictor_lock:
                 # Only patterns of sessions learned since the last mining can change status, so
-                # only they are examined; every pattern is when the counts were just rebuilt, or
-                # when the last mining left a promotable pattern out for want of room and room
-                # has come free.
+                # only they are examined; every pattern is when the counts were just rebuilt, when
+                # the thresholds or the learned workflows changed otherwise than by the last mining
+                # (a workflow deleted, forgotten or edited), or when the last mining left a
+                # promotable pattern out for want of room and room has come free.
                 miner, rebuilt = self._miner(ns)
-                full = rebuilt or (room > 0 and self._mining_deferred.get(ns, False))
+                basis = (cfg.min_support, cfg.min_success_rate, {p.id: p.version for p in existing.values()})
+                full = (rebuilt or basis != self._mining_basis.get(ns)
+                        or (room > 0 and self._mining_deferred.get(ns, False)))
                 among = None if full else set(miner.changed)
                 miner.changed.clear()
                 candidates = miner.candidates(min_support=cfg.min_support, min_success_rate=0.0, among=among)
             try:
-                return self._apply_mined(ns, candidates, existing, room, full)
+                changed = self._apply_mined(ns, candidates, existing, room, full)
+                basis[2].update((p.id, p.version) for p in changed)
+                self._mining_basis[ns] = basis
+                return changed
             except BaseException:
                 with self._predictor_lock:  # the changes taken above were not applied: recount next time
                     self._miners.pop(ns, None)

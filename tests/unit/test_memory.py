@@ -112,7 +112,10 @@ def test_procedure_id_for_is_a_slug_of_the_name(memory):
     long_a, long_b = "step " * 150 + "alpha", "step " * 150 + "beta"  # 750 characters, same beginning
     assert len(pid(long_a)) <= 64 and pid(long_a).startswith("step-step-") and pid(long_a) != pid(long_b)
     assert pid(long_a) == pid(long_a.upper())
-    for bad in ("!!!", "  -- ", 42, "n\udc80"):
+    # An emoji's presentation selector or a combining mark with no letter before it is no word.
+    assert pid("✔\ufe0f Deploy") == pid("deploy\ufe0f") == pid("\u0301deploy") == "deploy"
+    assert pid("Cafe\u0301") == pid("Café") == "café" and pid("हिन्दी") == "हिन्दी"  # marks on letters stay
+    for bad in ("!!!", "  -- ", 42, "n\udc80", "\u2764\ufe0f", "\u0301"):
         with pytest.raises(InvalidProcedureError) as exc:
             pid(bad)
         assert exc.value.field == "name"

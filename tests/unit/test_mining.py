@@ -204,3 +204,64 @@ def test_counter_validates_and_leaves_a_malformed_session_uncounted():
     assert [c.support for c in counter.candidates(min_support=1)] == [1]
     with pytest.raises(ConfigurationError, match="min_support"):
         counter.candidates(min_support=0)
+
+
+def _workflows(m):
+    return sorted((p.id, p.version, p.metadata, [v.note for v in m.versions(p.id)])
+                  for p in m.store.list(kinds=["workflow"]))
+
+
+def test_changed_thresholds_reexamine_every_pattern_as_a_recount_does(tmp_path):
+    m = ProceduralMemory(path=tmp_path / "m.sqlite3", embedder=HashingEmbedder(dim=32),
+                         mining=MiningConfig(min_support=3, min_length=2))
+    for outcome in ("success", "success", "success", "failure", "failure"):
+        m.learn_session(["git pull", "make deploy"], outcome)
+    for _ in range(2):
+        m.learn_session(["make test", "git push"], "success")  # support 2 < 3
+    assert [p.metadata["status"] for p in m.store.list(kinds=["workflow"])] == ["demoted"]  # 3/5 < 0.7
+    m.mining = MiningConfig(min_support=2, min_success_rate=0.5, min_length=2)
+    m.learn_session(["ls"], "success")  # no pattern of either
+    status = {tuple(p.metadata["templates"]): p.metadata["status"] for p in m.store.list(kinds=["workflow"])}
+    assert status == {("git pull", "make deploy"): "promoted", ("make test", "git push"): "promoted"}
+    before = _workflows(m)
+    m.refresh()
+    assert m.mine_workflows() == [] and _workflows(m) == before
+    m.close()
+
+
+@pytest.mark.parametrize("how", ["delete", "forget", "update"])
+def test_a_workflow_changed_by_the_user_is_mined_as_a_recount_does(tmp_path, how):
+    m = ProceduralMemory(path=tmp_path / "m.sqlite3", embedder=HashingEmbedder(dim=32),
+                         mining=MiningConfig(min_support=2, min_length=2))
+    for _ in range(2):
+        m.learn_session(["git pull", "make deploy"], "success")
+    [wf] = m.store.list(kinds=["workflow"])
+    if how == "delete":
+        m.delete(wf.id)
+    elif how == "forget":
+        assert m.forget(min_importance=0.9) == [wf.id]
+    else:
+        m.update(wf.id, metadata={**wf.metadata, "status": "demoted"})
+    m.learn_session(["ls"], "success")  # no pattern of the workflow
+    after = _workflows(m)
+    m.refresh()
+    m.mine_workflows()
+    assert _workflows(m) == after
+    assert [p.metadata["status"] for p in m.store.list(kinds=["workflow"])] == ["promoted"]
+    m.close()
+
+
+def test_counts_are_not_kept_while_mining_is_disabled(tmp_path):
+    m = ProceduralMemory(path=tmp_path / "m.sqlite3", embedder=HashingEmbedder(dim=32),
+                         mining=MiningConfig(min_support=2, min_length=2))
+    m.learn_session(["git pull", "make deploy"], "success")
+    assert m._miners
+    m.mining = MiningConfig(min_support=2, min_length=2, enabled=False)
+    m.learn_session(["git pull", "make deploy"], "success")
+    m.observe("ls", session_id="o")
+    m.end_session("o", "success")
+    assert not m._miners and m.store.list(kinds=["workflow"]) == []
+    m.mining = MiningConfig(min_support=2, min_length=2)
+    m.learn_session(["ls"], "success")
+    assert [p.metadata["support"] for p in m.store.list(kinds=["workflow"])] == [2]
+    m.close()
