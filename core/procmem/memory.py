@@ -1419,7 +1419,9 @@ class ProceduralMemory:
 
         A candidate becomes a ``workflow`` procedure tagged ``learned`` with id ``wf-<key>`` in
         the ``default`` namespace and ``wf-<namespace>-<key>`` in others (ids are unique in the
-        store, and two namespaces may learn the same workflow), version 1, note ``promoted``.
+        store, and two namespaces may learn the same workflow), or a further qualified one when
+        another procedure already holds that id (see :meth:`_workflow_id`), version 1, note
+        ``promoted``.
         When its success rate later falls below ``mining.min_success_rate`` a new version with
         ``metadata["status"] = "demoted"`` is written (note ``demoted``), so the change is
         visible in :meth:`versions`; if it recovers it is promoted again.
@@ -1465,6 +1467,21 @@ class ProceduralMemory:
                     self._miners.pop(ns, None)
                 raise
 
+    def _workflow_id(self, namespace: str, key: str) -> str | None:
+        """A free id for a newly mined workflow: ``wf-<key>`` (default namespace) or ``wf-<namespace>-<key>``.
+
+        Ids are unique in the store and anyone may choose one, so an id already held by another
+        procedure (another namespace's, or one of this namespace's own that is not this learned
+        workflow) is never taken over: the namespace-qualified id is tried next, then one
+        qualified by a hash of the namespace; None when all three are held (the candidate is
+        skipped, and mining goes on).
+        """
+        digest = hashlib.sha256(namespace.encode("utf-8")).hexdigest()[:8]
+        ids = list(dict.fromkeys([f"wf-{key}" if namespace == "default" else f"wf-{namespace}-{key}",
+                                  f"wf-{namespace}-{key}", f"wf-{digest}-{key}"]))
+        held = self.store.get_many(ids)
+        return next((i for i in ids if i not in held), None)
+
     def _apply_mined(self, ns: str, candidates: Sequence[Any], existing: dict[str, Procedure], room: int,
                      full: bool) -> list[Procedure]:
         """Write :meth:`mine_workflows`' promotions, demotions and updated counters; return the changed."""
@@ -1477,10 +1494,12 @@ class ProceduralMemory:
             rate = cand.promotion_rate()  # sessions without an outcome count as successes here
             ok = rate >= cfg.min_success_rate
             old = existing.get(cand.key)
-            wid = old.id if old is not None else f"wf-{cand.key}" if ns == "default" else f"wf-{ns}-{cand.key}"
             if old is None and (not ok or room <= 0):
                 deferred = deferred or ok
                 continue
+            wid = old.id if old is not None else self._workflow_id(ns, cand.key)
+            if wid is None:
+                continue  # every id it could have is another procedure's (see _workflow_id)
             status = "promoted" if ok else "demoted"
             meta = {
                 "learned": True,

@@ -194,6 +194,25 @@ def test_a_slow_mining_never_writes_its_older_counts_over_a_later_ones(tmp_path)
     m.close()
 
 
+def test_a_mined_workflow_never_takes_over_an_id_someone_else_chose(tmp_path):
+    # Ids are unique in the store: an agent of another namespace (or the user) may have chosen
+    # the id the miner would give a workflow. Mining must neither fail nor overwrite it.
+    m = ProceduralMemory(path=tmp_path / "m.sqlite3", embedder=HashingEmbedder(dim=32),
+                         mining=MiningConfig(min_support=2, min_length=2))
+    key = workflow_key(["git pull", "make deploy"])
+    other = ProceduralMemory(store=m.store, embedder=m.embedder, namespace="agent-b")
+    other.add({"id": f"wf-{key}", "name": "squatter", "namespace": "agent-b"})
+    m.add({"id": f"wf-default-{key}", "name": "my own notes"})
+    for _ in range(2):
+        m.learn_session(["git pull", "make deploy"], "success")
+    [wf] = [p for p in m.store.list(kinds=["workflow"], namespace="default") if p.metadata.get("learned")]
+    assert wf.metadata["templates"] == ["git pull", "make deploy"] and wf.id not in {f"wf-{key}", f"wf-default-{key}"}
+    assert m.get(f"wf-{key}").name == "squatter" and m.get(f"wf-default-{key}").name == "my own notes"
+    m.learn_session(["git pull", "make deploy"], "failure")  # later minings update that same workflow
+    assert m.get(wf.id).metadata["support"] == 3
+    m.close()
+
+
 def test_counter_validates_and_leaves_a_malformed_session_uncounted():
     with pytest.raises(ConfigurationError, match="max_length"):
         PatternCounter(min_length=3, max_length=2)
