@@ -1107,10 +1107,12 @@ class ProceduralMemory:
             return pred
 
     def refresh(self, namespace: str | None = None) -> None:
-        """Forget the cached predictor of a namespace; the next prediction rebuilds it from the store.
+        """Forget the cached predictor and mining counts of a namespace; both are rebuilt from the store.
 
         Use it when another process (a second server worker, a CLI run) learned sessions into
-        the same store.
+        the same store, or cleared the namespace. The mining counts notice on their own when
+        the store holds another number of the namespace's sessions than they counted; only a
+        clear followed by as many new sessions as there were goes unnoticed without this call.
         """
         ns = self._ns(namespace)
         with self._predictor_lock:
