@@ -1327,6 +1327,9 @@ class ProceduralMemory:
                 raise ValidationError("give context or current_context, not both", field="current_context",
                                       value=current_context)
             context, name = current_context, "current_context"
+        elif context is None:
+            raise ValidationError("context is required: the latest actions, oldest first (a list of str)",
+                                  field="context", value=None)
         if isinstance(context, (str, bytes)) or not isinstance(context, Sequence):
             raise ValidationError(
                 f"{name} must be a list of str, got {type(context).__name__}", field=name, value=context

@@ -692,7 +692,7 @@ def test_seed001_python_api_as_written(memory):
         memory.predict_next_action(["npm install"], current_context=["npm install"])
     with pytest.raises(ValidationError, match="current_context must be a list"):
         memory.predict_next_action(current_context="npm install")
-    with pytest.raises(ValidationError, match="context must be a list"):
+    with pytest.raises(ValidationError, match="context is required"):
         memory.predict_next_action()
 
 
