@@ -696,6 +696,31 @@ def test_seed001_python_api_as_written(memory):
         memory.predict_next_action()
 
 
+def test_predictions_name_the_learned_workflow_and_follow_its_changes(tmp_path, embedder):
+    path = tmp_path / "w.sqlite3"
+    a = ProceduralMemory(path=path, embedder=embedder)
+    for _ in range(3):
+        a.learn_session(["git pull", "make build", "make deploy"], "success")
+    [wf] = [p for p in a.store.list(kinds=["workflow"]) if p.metadata.get("learned")]
+    first = a.predict_next_action(["git pull"])[0]
+    assert first.action == "make build" and first.workflow_id == wf.id and "learned workflow" in first.reason
+    a.update(wf.id, metadata={**wf.metadata, "status": "demoted"})  # a demoted workflow is not named
+    assert a.predict_next_action(["git pull"])[0].workflow_id is None
+    a.rollback(wf.id, 1)
+    assert a.predict_next_action(["git pull"])[0].workflow_id == wf.id
+    revision = a.store.revision()
+    a.search("deploy")  # counts accesses: the procedures' content is unchanged
+    a.record_usage("deploy", wf.id)
+    assert a.store.revision() == revision
+    b = ProceduralMemory(path=path, embedder=embedder)  # another connection, as another process has
+    b.delete(wf.id)
+    assert a.store.revision() != revision
+    again = a.predict_next_action(["git pull"])[0]
+    assert again.workflow_id is None and "learned workflow" not in again.reason
+    b.close()
+    a.close()
+
+
 def test_causal_chains_of_an_action(memory):
     # Seed 001's causal chains: what followed an action and how its sessions ended.
     memory.learn_session(["make build", "make deploy"], "success")

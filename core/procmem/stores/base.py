@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
@@ -282,6 +282,14 @@ class ProcedureStore(ABC):
         Returns:
             ``(procedure_id, bm25)`` pairs, best first; bm25 > 0, higher is better.
         """
+
+    def revision(self) -> Hashable | None:
+        """A value that changes whenever a stored procedure may have changed (by anyone).
+
+        Lets callers keep what they derive from procedures until it changes. None, the default,
+        means the backend cannot tell: derive afresh every time.
+        """
+        return None
 
     # ------------------------------------------------------------------ usages, outcomes
     @abstractmethod

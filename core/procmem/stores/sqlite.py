@@ -203,6 +203,7 @@ class SQLiteStore(ProcedureStore):
         self.path = str(path)
         self.max_versions = max_versions
         self._lock = threading.RLock()
+        self._revision = 0  # this store's committed writes to procedures (see revision())
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -285,7 +286,12 @@ class SQLiteStore(ProcedureStore):
             cur.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Cursor]:
+    def _tx(self, *, procedures: bool = True) -> Iterator[sqlite3.Cursor]:
+        """One write transaction.
+
+        ``procedures=False`` marks writes that leave procedures' content as it was (access
+        counts, usages, sessions): they do not advance :meth:`revision`.
+        """
         with self._lock:
             cur = self._conn.cursor()
             try:
@@ -307,8 +313,20 @@ class SQLiteStore(ProcedureStore):
                 except sqlite3.Error as exc:
                     self._rollback()
                     raise StorageError(f"commit failed on {self.path!r}: {exc}") from exc
+                if procedures:
+                    self._revision += 1
             finally:
                 cur.close()
+
+    def revision(self) -> tuple[int, int]:
+        """Changes whenever a procedure may have changed: by this store or another connection.
+
+        ``(PRAGMA data_version, this store's procedure writes)``: SQLite advances the first when
+        another connection (another process) commits to the file; the second counts this
+        store's own writes to procedures (not access counts, usages or sessions).
+        """
+        with self._lock:
+            return self._pragma("data_version"), self._revision
 
     def _db_error(self, exc: sqlite3.Error, what: str) -> StorageError:
         """The procmem error for a SQLite error: ``CorruptStoreError`` when the file is damaged."""
@@ -781,7 +799,7 @@ class SQLiteStore(ProcedureStore):
         if not procedure_ids:
             return
         now = utcnow()
-        with self._tx() as cur:
+        with self._tx(procedures=False) as cur:
             for pid in dict.fromkeys(procedure_ids):
                 row = cur.execute("SELECT record FROM procedures WHERE id = ?", (pid,)).fetchone()
                 if row is None:
@@ -1113,7 +1131,7 @@ class SQLiteStore(ProcedureStore):
         usages = list(usages)
         if not usages:
             return
-        with self._tx() as cur:
+        with self._tx(procedures=False) as cur:
             vecs = self._ensure_dim(cur, embeddings, len(usages))
             new_rows = []
             for u, v in zip(usages, vecs, strict=True):
@@ -1211,7 +1229,7 @@ class SQLiteStore(ProcedureStore):
         sessions = list(sessions)
         if not sessions:
             return 0
-        with self._tx() as cur:
+        with self._tx(procedures=False) as cur:
             before = self._conn.total_changes
             cur.executemany(
                 "INSERT OR IGNORE INTO sessions (namespace, session_id, record) VALUES (?, ?, ?)",
