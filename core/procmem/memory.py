@@ -520,8 +520,8 @@ class ProceduralMemory:
             min_importance: Only procedures whose importance after decay
                 (:meth:`current_importance`) is at least this, in [0, 1] (seed 003's
                 ``retrieve_memories(..., min_importance=)``). The ranking is searched deeper (4
-                times as many results each round) until ``k`` pass or none is left, so a high
-                threshold over a large store can cost a scan of it.
+                times as many results each round, the query embedded at most twice) until ``k``
+                pass or none is left, so a high threshold over a large store can cost a scan of it.
 
         Returns:
             Results best first, each with its score and why it matched. Only the returned
@@ -539,14 +539,18 @@ class ProceduralMemory:
                                   field="min_importance", value=min_importance)
         now = utcnow()
         depth = k
+        qv = None
         while True:
             hits = self.retriever.search(
-                query, k=depth, kinds=kinds, tags=tags, namespace=ns, min_score=min_score, touch=False
+                query, k=depth, kinds=kinds, tags=tags, namespace=ns, min_score=min_score, touch=False,
+                query_vector=qv,
             )
             kept = [r for r in hits if self.current_importance(r.procedure, now=now) >= min_importance][:k]
             if len(kept) == k or len(hits) < depth:
                 break
             depth *= 4
+            if qv is None:  # embedded once more here, then reused by every deeper search
+                qv = self.embedder.embed_query(query)
         if kept:
             self.store.touch([r.procedure.id for r in kept])
         return kept

@@ -888,6 +888,7 @@ class HybridRetriever:
         tags: Sequence[str] | None = None,
         min_score: float | None = None,
         touch: bool = True,
+        query_vector: np.ndarray | None = None,
     ) -> list[SearchResult]:
         """Find the procedures that best serve ``query``.
 
@@ -899,6 +900,8 @@ class HybridRetriever:
             tags: Only procedures carrying all these tags.
             min_score: Drop results whose fused score is below this.
             touch: Count an access on each returned procedure (``store.touch``).
+            query_vector: The query's ``(dim,)`` embedding by this retriever's embedder, when
+                already computed (a search repeated deeper); None embeds ``query``.
 
         Returns:
             Up to ``k`` results, best first, with ``dense`` (cosine), ``lexical`` (BM25 divided by
@@ -906,7 +909,7 @@ class HybridRetriever:
 
         Raises:
             ValidationError: Blank query, ``k < 1``, non-finite ``min_score``, blank namespace,
-                unknown kind, ``tags`` not a list of str.
+                unknown kind, ``tags`` not a list of str, a ``query_vector`` of another shape.
         """
         self._validate(query, k, min_score, namespace, kinds, tags)
         kinds_v = [getattr(x, "value", x) for x in kinds] if kinds else None
@@ -919,7 +922,13 @@ class HybridRetriever:
         # while this thread embeds the query and searches the vectors (off the GIL too).
         lex_text = _lexical_query(query)
         pending = pool.submit(self.store.lexical_search, lex_text, **lex_args) if pool is not None else None
-        qv = np.asarray(self.embedder.embed_query(query), dtype=np.float32)
+        if query_vector is None:
+            qv = np.asarray(self.embedder.embed_query(query), dtype=np.float32)
+        else:
+            qv = np.asarray(query_vector, dtype=np.float32)
+            if qv.shape != (self.embedder.dim,) or not np.isfinite(qv).all():
+                raise ValidationError(f"query_vector must be a finite ({self.embedder.dim},) vector, got shape "
+                                      f"{qv.shape}", field="query_vector", value=None)
         dense = dict(self.store.vector_search(qv, k=n_cand, namespace=namespace, kinds=kinds_v, tags=tags_v))
         neighbours = self.store.usage_search(qv, k=cfg.neighbours, namespace=namespace)
         exp = self._experience()

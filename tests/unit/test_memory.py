@@ -478,8 +478,12 @@ def test_search_by_minimum_importance(memory):
     assert memory.search("deploy the web app", min_importance=1.0) == []
     many = [memory.add({"name": f"deploy variant {i}", "description": "deploy the web app", "importance": 0.1})
             for i in range(12)]
+    calls = []
+    embed = memory.embedder.embed_query
+    memory.embedder.embed_query = lambda text: calls.append(text) or embed(text)
     found = memory.search("deploy the web app", k=1, min_importance=0.8)
     assert [r.procedure.id for r in found] == [high.id] and len(many) == 12
+    assert len(calls) == 2  # searched three times deeper, the query embedded twice at most
     for bad in (1.5, -0.1, "0.5", True, float("nan")):
         with pytest.raises(ValidationError, match="min_importance"):
             memory.search("deploy", min_importance=bad)

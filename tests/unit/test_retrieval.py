@@ -152,6 +152,15 @@ def test_a_usage_stored_across_namespaces_never_leaks_a_procedure(tmp_path):
     assert "backup_db" in found and "drop_db" not in found
 
 
+def test_a_precomputed_query_vector_gives_the_same_results(retriever):
+    qv = retriever.embedder.embed_query("weather forecast")
+    assert names(retriever.search("weather forecast", query_vector=qv)) == names(retriever.search("weather forecast"))
+    with pytest.raises(ValidationError, match="query_vector"):
+        retriever.search("weather forecast", query_vector=qv[:10])
+    with pytest.raises(ValidationError, match="query_vector"):
+        retriever.search("weather forecast", query_vector=np.full_like(qv, np.nan))
+
+
 def test_min_score_and_k(retriever):
     res = retriever.search("weather forecast", k=6)
     assert len(res) <= 6 and res == sorted(res, key=lambda x: -x.score)
