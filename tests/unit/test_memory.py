@@ -478,12 +478,8 @@ def test_search_by_minimum_importance(memory):
     assert memory.search("deploy the web app", min_importance=1.0) == []
     many = [memory.add({"name": f"deploy variant {i}", "description": "deploy the web app", "importance": 0.1})
             for i in range(12)]
-    calls = []
-    embed = memory.embedder.embed_query
-    memory.embedder.embed_query = lambda text: calls.append(text) or embed(text)
     found = memory.search("deploy the web app", k=1, min_importance=0.8)
     assert [r.procedure.id for r in found] == [high.id] and len(many) == 12
-    assert len(calls) == 2  # searched three times deeper, the query embedded twice at most
     for bad in (1.5, -0.1, "0.5", True, float("nan")):
         with pytest.raises(ValidationError, match="min_importance"):
             memory.search("deploy", min_importance=bad)
@@ -526,6 +522,18 @@ def test_keyword_search_answers_when_the_embedder_fails(tmp_path, embedder):
     with pytest.raises(ValidationError, match="k must"):
         m.keyword_search("deploy", k=0)
     m.close()
+
+
+def test_a_deep_importance_search_embeds_the_query_at_most_twice(memory):
+    memory.add_many([{"name": f"deploy the web app {i}", "description": "deploy the web app", "importance": 0.1}
+                     for i in range(40)])
+    high = memory.add({"name": "release", "description": "ship a release of the site", "importance": 0.9})
+    calls = []
+    embed = memory.embedder.embed_query
+    memory.embedder.embed_query = lambda text: calls.append(text) or embed(text)
+    found = memory.search("deploy the web app", k=1, min_importance=0.8)
+    assert [r.procedure.id for r in found] == [high.id]
+    assert len(calls) == 2  # searched at depths 1, 4, 16 and 64: the query embedded twice
 
 
 def test_update_versions_and_rejects_bad_fields(memory):
