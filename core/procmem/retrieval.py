@@ -979,12 +979,11 @@ class HybridRetriever:
             return []
         extra = [c for c in cand if c not in dense and c not in lexical]
         records: dict[str, Procedure] = {}
-        # A namespace filter alone needs no reads here: past requests were searched in the
-        # namespace, and a usage's procedure is in the usage's namespace (record_usage checks
-        # it), so vote-only candidates are checked only if they reach the head, whose records
-        # are read anyway (35 fewer record reads per search at 100,000 procedures).
-        unchecked = set(extra) if extra and namespace is not None and not (kinds_v or tags_v) else set()
-        if extra and (kinds_v or tags_v):
+        # Vote-only candidates are read and checked before scoring, also for a namespace alone: the
+        # in-memory past requests may still name a procedure deleted up to refresh_interval ago,
+        # and a store may hold a usage whose procedure is in another namespace; left in, they
+        # shift every score and take places in the head, leaving fewer than k results.
+        if extra and (kinds_v or tags_v or namespace is not None):
             records = self.store.get_many(extra)
             keep = {pid for pid, p in records.items() if self._passes(p, namespace, kinds_v, tags_v)}
             cand = [c for c in cand if c in dense or c in lexical or c in keep]
@@ -1047,7 +1046,7 @@ class HybridRetriever:
         for i in order:
             pid = cand[i]
             rec = records.get(pid)
-            if rec is None or (pid in unchecked and rec.namespace != namespace):
+            if rec is None:
                 continue
             s_use, f_use = exp.rate_counts(pid, namespace) if exp is not None else (0, 0)
             rate = (rec.stats.successes + s_use + 1) / (rec.stats.executions + s_use + f_use + 2)

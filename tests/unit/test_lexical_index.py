@@ -70,6 +70,20 @@ def test_tantivy_index_follows_updates_deletes_and_other_processes(tmp_path, emb
     store.close()
 
 
+def test_replaced_rows_never_let_another_namespace_in(tmp_path, embedder):
+    # tantivy's doc_freq still counts replaced rows until a merge: a namespace whose procedures
+    # were updated looked as if it held every procedure, and its filter was dropped.
+    store = SQLiteStore(tmp_path / "s.sqlite3", lexical_min_rows=1)
+    mine = _put(store, embedder, [{"name": f"rotate{i}", "description": "rotate the logs"} for i in range(3)])
+    [theirs] = _put(store, embedder, [{"name": "theirs", "description": "rotate the logs", "namespace": "other"}])
+    assert theirs.id not in _ids(store.lexical_search("rotate logs", k=10, namespace="default"))
+    store.put([p.model_copy(update={"description": "rotate the logs daily"}) for p in mine])
+    found = _ids(store.lexical_search("rotate logs", k=10, namespace="default"))
+    assert store._lexical is not None and sorted(found) == sorted(p.id for p in mine)
+    assert _ids(store.lexical_search("rotate logs", k=10, namespace="other")) == [theirs.id]
+    store.close()
+
+
 def test_background_build_replays_writes_made_meanwhile(tmp_path, embedder, monkeypatch):
     monkeypatch.setattr(sqlite_mod, "_LEXICAL_BUILD_CHUNK", 2)  # 4 procedures: a background build
     store = SQLiteStore(tmp_path / "s.sqlite3", lexical_min_rows=3)

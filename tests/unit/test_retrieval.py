@@ -152,6 +152,31 @@ def test_a_usage_stored_across_namespaces_never_leaks_a_procedure(tmp_path):
     assert "backup_db" in found and "drop_db" not in found
 
 
+def test_vote_only_candidates_that_fail_the_namespace_never_take_a_results_place(tmp_path):
+    # Procedures voted for by past requests but deleted (the in-memory past requests follow the
+    # store within refresh_interval) or of another namespace (a stray usage) are left out before
+    # scoring: in the head they left fewer than k results, none at all here.
+    from procmem.types import Usage
+
+    emb = HashingEmbedder(dim=256)
+    r = HybridRetriever(InMemoryStore(), emb)
+    procs = r.add_procedures([Procedure(kind="tool", name=f"tool_{i}", description=f"handle job {i} deploy")
+                              for i in range(20)])
+    theirs = r.add_procedures([Procedure(kind="tool", name=f"theirs_{i}", description="drop a table",
+                                         namespace="other") for i in range(8)])
+    for p, t in zip(procs[:8], theirs, strict=True):
+        for q in ("deploy the service", "deploy the service now", "please deploy the service"):
+            r.record_usage(q, p.id)
+            r.store.add_usages([Usage(query=q, procedure_id=t.id, namespace="default")], emb.embed_documents([q]))
+    r.invalidate()
+    r.search("warm up", namespace="default")  # the past requests are in memory
+    for p in procs[:8]:
+        r.store.delete(p.id)
+    for k in (1, 3):
+        found = r.search("deploy the service", k=k, namespace="default")
+        assert len(found) == k and {x.procedure.namespace for x in found} == {"default"}
+
+
 def test_a_precomputed_query_vector_gives_the_same_results(retriever):
     qv = retriever.embedder.embed_query("weather forecast")
     assert names(retriever.search("weather forecast", query_vector=qv)) == names(retriever.search("weather forecast"))

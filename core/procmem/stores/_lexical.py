@@ -92,6 +92,7 @@ class LexicalIndex:
         self._dirty = False
         self._lock = threading.Lock()  # one commit at a time; searches read the reloaded searcher
         self._searcher: Any = None
+        self._whole: tuple[Any, dict[str, bool]] = (None, {})  # see _holds_every_doc
 
     def upsert(self, rows: Iterable[LexicalRow], *, new: bool = False) -> None:
         """Add or replace procedures' rows (visible to searches after the next :meth:`commit`).
@@ -149,6 +150,25 @@ class LexicalIndex:
             self.commit()
         return self._searcher
 
+    def _holds_every_doc(self, searcher: Any, namespace: str) -> bool:
+        """Whether every live document of ``searcher`` is in ``namespace`` (kept per searcher).
+
+        ``doc_freq`` also counts replaced and removed documents until a merge purges them, so it
+        only rules the namespace out; the live documents are counted when it does not (0.8 ms at
+        100,000 procedures, once per commit).
+        """
+        whole = self._whole
+        if whole[0] is not searcher:
+            whole = self._whole = (searcher, {})
+        held = whole[1].get(namespace)
+        if held is None:
+            held = searcher.doc_freq("namespace", namespace) >= searcher.num_docs and searcher.search(
+                self._tantivy.Query.term_query(self._schema, "namespace", namespace, index_option="basic"),
+                limit=1, count=True,
+            ).count == searcher.num_docs
+            whole[1][namespace] = held
+        return held
+
     def search(
         self,
         terms: Sequence[str],
@@ -182,7 +202,7 @@ class LexicalIndex:
         filters = [query_of.term_query(schema, "tag", tag, index_option="basic") for tag in tags or ()]
         # A namespace that holds every procedure (a store with one namespace, the usual case)
         # filters nothing; the intersection would cost more than the search itself.
-        if namespace is not None and searcher.doc_freq("namespace", namespace) < searcher.num_docs:
+        if namespace is not None and not self._holds_every_doc(searcher, namespace):
             filters.append(query_of.term_query(schema, "namespace", namespace, index_option="basic"))
         if kinds:
             filters.append(query_of.term_set_query(schema, "kind", list(kinds)))
