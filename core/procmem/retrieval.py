@@ -979,13 +979,17 @@ class HybridRetriever:
             return []
         extra = [c for c in cand if c not in dense and c not in lexical]
         records: dict[str, Procedure] = {}
-        # Vote-only candidates are read and checked before scoring, also for a namespace alone: the
+        # Vote-only candidates are checked before scoring, also for a namespace alone: the
         # in-memory past requests may still name a procedure deleted up to refresh_interval ago,
         # and a store may hold a usage whose procedure is in another namespace; left in, they
-        # shift every score and take places in the head, leaving fewer than k results.
+        # shift every score and take places in the head, leaving fewer than k results. A
+        # namespace alone needs no records (existing_ids asks the index).
         if extra and (kinds_v or tags_v or namespace is not None):
-            records = self.store.get_many(extra)
-            keep = {pid for pid, p in records.items() if self._passes(p, namespace, kinds_v, tags_v)}
+            if kinds_v or tags_v:
+                records = self.store.get_many(extra)
+                keep = {pid for pid, p in records.items() if self._passes(p, namespace, kinds_v, tags_v)}
+            else:
+                keep = self.store.existing_ids(extra, namespace=namespace)
             cand = [c for c in cand if c in dense or c in lexical or c in keep]
             if not cand:
                 return []

@@ -131,6 +131,18 @@ def test_search_sees_updates_and_deletes(store, embedder):
     assert store.lexical_search("gamma", k=2) == []
 
 
+def test_existing_ids_follow_writes_deletes_and_namespaces(store, embedder):
+    procs, vecs = _procs(embedder, {"name": "alpha"}, {"name": "beta"}, {"name": "gamma", "namespace": "other"})
+    store.put(procs, vecs)
+    a, b, g = (p.id for p in procs)
+    assert store.existing_ids([a, b, g, "nope"]) == {a, b, g}
+    assert store.existing_ids([a, b, g, "nope"], namespace="default") == {a, b}
+    assert store.existing_ids([a, g], namespace="other") == {g}
+    store.delete(a)
+    assert store.existing_ids([a, b], namespace="default") == {b}
+    assert store.existing_ids([]) == set()
+
+
 def test_embedding_dimension_mismatch_refused_and_nothing_written(store, embedder):
     procs, vecs = _procs(embedder, {"name": "a"})
     store.put(procs, vecs)

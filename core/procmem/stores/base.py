@@ -143,6 +143,14 @@ class ProcedureStore(ABC):
     def get_many(self, procedure_ids: Sequence[str]) -> dict[str, Procedure]:
         """Return the procedures that exist among ``procedure_ids``, keyed by id."""
 
+    def existing_ids(self, procedure_ids: Sequence[str], *, namespace: str | None = None) -> set[str]:
+        """Return the ids among ``procedure_ids`` that exist (in ``namespace``, if given).
+
+        A cheaper check than :meth:`get_many` where the records themselves are not needed;
+        backends that can answer without reading records override it.
+        """
+        return {pid for pid, p in self.get_many(procedure_ids).items() if namespace is None or p.namespace == namespace}
+
     @abstractmethod
     def list(
         self,

@@ -707,6 +707,18 @@ class SQLiteStore(ProcedureStore):
                 out[p.id] = p
         return out
 
+    def existing_ids(self, procedure_ids: Sequence[str], *, namespace: str | None = None) -> set[str]:
+        """Return the ids among ``procedure_ids`` that exist (in ``namespace``, if given), without reading records."""
+        out: set[str] = set()
+        ids = list(dict.fromkeys(procedure_ids))
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            # The namespace is compared here: in SQL, the planner may scan the namespace index
+            # (every row of a one-namespace store) instead of looking the ids up.
+            rows = self._read(f"SELECT id, namespace FROM procedures WHERE id IN ({','.join('?' * len(chunk))})", chunk)
+            out.update(r["id"] for r in rows if namespace is None or r["namespace"] == namespace)
+        return out
+
     def _where(
         self,
         namespace: str | None,
