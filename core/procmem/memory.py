@@ -800,7 +800,21 @@ class ProceduralMemory:
 
     # ------------------------------------------------------------------ statistics
     def stats(self, *, namespace: str | None = None) -> dict[str, Any]:
-        """Counts and averages of a namespace: procedures by kind, usages, sessions, success."""
+        """Counts and averages of a namespace (seed 003's memory and retrieval statistics).
+
+        Args:
+            namespace: The namespace to describe (default: this memory's).
+
+        Returns:
+            A dict: ``namespace``; ``procedures`` and ``by_kind`` (counts per kind);
+            ``usages`` (recorded requests) and ``sessions`` (logged sessions); ``executions``
+            (recorded outcomes) and ``mean_success_rate`` (mean over executed procedures, in
+            [0, 1], None if none ran); ``accesses`` (retrievals and reads counted by
+            ``touch``, summed over procedures); ``mean_importance`` (stored importance, in
+            [0, 1], None when empty); ``learned_workflows`` (mined ones); ``embedder``,
+            ``store`` and ``path``; ``vector_index`` (what the store has loaded, when it reports
+            it); ``learner`` (the next-action learner's counts, once it is loaded).
+        """
         ns = self._ns(namespace)
         procs = self.store.list(namespace=ns)
         by_kind: dict[str, int] = {k.value: 0 for k in ProcedureKind}
@@ -817,6 +831,7 @@ class ProceduralMemory:
             "mean_success_rate": (sum(p.stats.successes / p.stats.executions for p in executed) / len(executed))
             if executed
             else None,
+            "accesses": sum(p.access_count for p in procs),
             "mean_importance": (sum(p.importance for p in procs) / len(procs)) if procs else None,
             "learned_workflows": sum(1 for p in procs if p.metadata.get("learned")),
             "embedder": getattr(self.embedder, "name", type(self.embedder).__name__),

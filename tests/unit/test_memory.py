@@ -584,9 +584,10 @@ def test_consolidate_merges_near_duplicates_and_reports(memory):
 def test_stats_and_error_tree(memory):
     memory.store_procedure("p", ["a"], kind="skill")
     s = memory.stats()
-    assert s["procedures"] == 1 and s["by_kind"]["skill"] == 1
+    assert s["procedures"] == 1 and s["by_kind"]["skill"] == 1 and s["accesses"] == 0
     assert s["vector_index"]["procedures"] == {"loaded": False}  # stats does not load it
     memory.search("p", k=1)
+    assert memory.stats()["accesses"] == 1  # a retrieval counts
     assert memory.stats()["vector_index"]["procedures"] == {"loaded": True, "vectors": 1, "hnsw": False}
     for exc in (ProcedureNotFoundError, VersionNotFoundError, ValidationError, ImportFormatError):
         assert issubclass(exc, ProcMemError)
