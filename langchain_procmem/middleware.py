@@ -577,8 +577,9 @@ class ProceduralMemoryMiddleware(AgentMiddleware[ProceduralMemoryState[ResponseT
                 candidates.setdefault(wf.id, wf)
             credited = [pid for pid, p in candidates.items() if _follows(p, tool_names)]
         duration = sum(r["duration"] for r in trajectory)
+        # One call: the task is embedded once however many procedures it credits.
+        self.memory.record_usages([(task, pid, success) for pid in credited], namespace=namespace)
         for pid in credited:
-            self.memory.record_usage(task, pid, success, namespace=namespace)
             if self.record_outcomes and self.record_usage == "followed":
                 self.memory.record_outcome(
                     pid,

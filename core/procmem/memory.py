@@ -64,6 +64,7 @@ from procmem.types import (
     SearchResult,
     SessionRecord,
     Step,
+    Usage,
     utcnow,
 )
 
@@ -604,6 +605,44 @@ class ProceduralMemory:
         """
         self._id(procedure_id)
         self.retriever.record_usage(query, procedure_id, success, namespace=self._ns(namespace))
+
+    def record_usages(
+        self,
+        items: Iterable[Usage | tuple[Any, ...] | Mapping[str, Any]],
+        *,
+        namespace: str | None = None,
+        batch_size: int = 256,
+    ) -> int:
+        """Remember many served requests at once (a log of past requests, one run's credits).
+
+        Each distinct request text of a batch is embedded once, so a request credited to
+        several procedures costs one embedding.
+
+        Args:
+            items: ``(query, procedure_id[, success])`` tuples, mappings with those keys, or
+                :class:`Usage` records (which keep their own namespace).
+            namespace: The namespace of tuples and mappings that name none (default: this
+                memory's).
+            batch_size: Usages written per batch; each batch is one transaction.
+
+        Returns:
+            How many usages were recorded.
+
+        Raises:
+            ValidationError: An item is malformed (names the item index and field).
+            ProcedureNotFoundError: An id is unknown, or names a procedure of another namespace
+                than the usage's; nothing of that batch was written.
+        """
+        ns = self._ns(namespace)
+
+        def with_ns(item: Any) -> Any:
+            if isinstance(item, (tuple, list)) and len(item) in (2, 3):
+                return (*item, True, ns) if len(item) == 2 else (*item, ns)
+            if isinstance(item, Mapping) and "namespace" not in item:
+                return {**item, "namespace": ns}
+            return item
+
+        return self.retriever.record_usages((with_ns(item) for item in items), batch_size=batch_size)
 
     def record_outcome(
         self,
@@ -1776,6 +1815,10 @@ class ProceduralMemory:
     async def arecord_usage(self, query: str, procedure_id: str, success: bool = True, **kwargs: Any) -> None:
         """Async twin of :meth:`record_usage`."""
         return await self._run(self.record_usage, query, procedure_id, success, **kwargs)
+
+    async def arecord_usages(self, items: Iterable[Any], **kwargs: Any) -> int:
+        """Async twin of :meth:`record_usages`."""
+        return await self._run(self.record_usages, list(items), **kwargs)
 
     async def arecord_outcome(self, procedure_id: str, success: bool, **kwargs: Any) -> Procedure:
         """Async twin of :meth:`record_outcome`."""

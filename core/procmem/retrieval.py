@@ -781,7 +781,8 @@ class HybridRetriever:
         Args:
             items: :class:`Usage` records, ``(query, procedure_id[, success[, namespace]])``
                 tuples or mappings with those keys.
-            batch_size: Requests embedded and written per batch.
+            batch_size: Usages written per batch (each distinct request of a batch is embedded
+                once).
 
         Returns:
             How many usages were recorded.
@@ -806,7 +807,9 @@ class HybridRetriever:
                     raise ProcedureNotFoundError(
                         f"no procedure with id {u.procedure_id!r} in namespace {u.namespace!r} (usage {u.query!r})"
                     )
-            vecs = self.embedder.embed_documents([u.query for u in batch])
+            texts = list(dict.fromkeys(u.query for u in batch))  # a request that served several: embedded once
+            row = {t: j for j, t in enumerate(texts)}
+            vecs = self.embedder.embed_documents(texts)[[row[u.query] for u in batch]]
             self.store.add_usages(batch, vecs)
             with self._lock:
                 if exp is not None and self._exp is exp:

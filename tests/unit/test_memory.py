@@ -581,6 +581,31 @@ def test_consolidate_merges_near_duplicates_and_reports(memory):
     assert memory.store.usage_search(memory.embedder.embed_query("site is down"), k=1)[0][0].procedure_id == b.id
 
 
+def test_record_usages_takes_the_memorys_namespace_and_embeds_each_request_once(tmp_path):
+    from procmem.embeddings import HashingEmbedder
+    from procmem.types import Usage
+
+    m = ProceduralMemory(path=tmp_path / "m.sqlite3", embedder=HashingEmbedder(dim=64), namespace="team")
+    for name in ("backup", "restore", "prune"):
+        m.store_procedure(name, [f"{name} it"])
+    embedded: list[list[str]] = []
+    embed = m.embedder.embed_documents
+    m.embedder.embed_documents = lambda texts: embedded.append(list(texts)) or embed(texts)
+    n = m.record_usages([("nightly backup", "backup"), ("nightly backup", "prune", False),
+                         {"query": "restore yesterday", "procedure_id": "restore"}])
+    assert n == 3 and embedded == [["nightly backup", "restore yesterday"]]
+    assert m.store.count_usages(namespace="team") == 3
+    with pytest.raises(ProcedureNotFoundError):  # a Usage keeps its own namespace
+        m.record_usages([Usage(query="q", procedure_id="backup", namespace="default")])
+    with pytest.raises(ValidationError, match="usage 1"):
+        m.record_usages([("ok", "backup"), ("", "backup")])
+    assert m.store.count_usages(namespace="team") == 3  # nothing of a refused batch is written
+    assert asyncio.run(m.arecord_usages([("weekly backup", "backup")])) == 1
+    found = m.search("nightly backup", k=3)
+    assert found[0].procedure.id == "backup"
+    m.close()
+
+
 def test_stats_and_error_tree(memory):
     memory.store_procedure("p", ["a"], kind="skill")
     s = memory.stats()

@@ -288,11 +288,15 @@ def test_followed_procedure_gets_usage_and_outcome(seeded, scripted, tools):
 
 
 def test_shown_and_off_usage_policies(seeded, scripted, tools):
+    embedded: list[str] = []
+    embed = seeded.embedder.embed_documents
+    seeded.embedder.embed_documents = lambda texts: embedded.extend(texts) or embed(texts)
     shown = ProceduralMemoryMiddleware(memory=seeded, k=2, record_usage="shown")
     create_agent(scripted(script=refund_script(42)), tools=tools, middleware=[shown]).invoke(
         {"messages": [("user", "Refund a customer's order 42")]}
     )
     assert seeded.store.count_usages() == 2
+    assert embedded == ["Refund a customer's order 42"]  # one embedding for both credits
     assert seeded.get("refund").stats.executions == 0  # outcomes only for followed procedures
 
     off = ProceduralMemoryMiddleware(memory=seeded, record_usage="off")
