@@ -96,7 +96,7 @@ def learn(
         try:
             result = load_history(path, format=fmt, gap=gap)
         except (ProcMemError, OSError) as exc:
-            _fail(f"{path}: {exc}")
+            _fail(str(exc) if str(path) in str(exc) else f"{path}: {exc}")  # named once
         sessions = [s.model_copy(update={"namespace": namespace}) for s in result.sessions]
         with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                       TimeElapsedColumn(), console=console, transient=True,
@@ -175,8 +175,8 @@ def predict(
 
 @app.command()
 def patterns(
-    min_count: int = typer.Option(2, help="Only patterns seen at least this often."),
-    limit: int = typer.Option(20, help="How many to show."),
+    min_count: int = typer.Option(2, min=1, help="Only patterns seen at least this often."),
+    limit: int = typer.Option(20, min=1, help="How many to show."),
     db: Path = DbOption,
     namespace: str = NsOption,
     embedder: str = EmbedderOption,
@@ -267,6 +267,8 @@ def graph(
         n = write_graph(g, output, max_nodes=max_nodes)
     except ProcMemError as exc:
         _fail(str(exc))
+    except OSError as exc:
+        _fail(f"cannot write {output}: {exc.strerror or exc}")
     console.print(f"Wrote {escape(str(output))} ({n} actions).")
 
 

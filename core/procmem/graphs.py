@@ -12,6 +12,9 @@ from procmem.errors import ConfigurationError
 
 __all__ = ["top_subgraph", "to_mermaid", "write_graph"]
 
+_FORMATS = (".png", ".svg", ".dot", ".mmd", ".mermaid")
+_MERMAID_ENTITIES = {"#": "#35;", '"': "#quot;", "<": "#lt;", ">": "#gt;", "&": "#amp;"}
+
 
 def top_subgraph(graph: nx.DiGraph, max_nodes: int = 30) -> nx.DiGraph:
     """Keep the ``max_nodes`` actions with the most transition weight, and their edges.
@@ -43,7 +46,10 @@ def to_mermaid(graph: nx.DiGraph) -> str:
     ids = {n: f"n{i}" for i, n in enumerate(nodes)}
 
     def label(text: str) -> str:
-        return '"' + re.sub(r'["\n]', " ", str(text))[:60] + '"'
+        # Mermaid renders labels as HTML: "<PATH>" would be taken for a tag and dropped, so
+        # the characters it reads as markup are written as its entity codes (#35; is "#").
+        text = re.sub(r"\s+", " ", str(text))[:60]
+        return '"' + re.sub(r'[#"<>&]', lambda m: _MERMAID_ENTITIES[m.group()], text) + '"'
 
     lines = ["flowchart LR"]
     lines += [f"    {ids[n]}[{label(n)}]" for n in nodes]
@@ -69,6 +75,8 @@ def write_graph(graph: nx.DiGraph, path: str | os.PathLike[str], *, max_nodes: i
     path = Path(path)
     sub = top_subgraph(graph, max_nodes)
     suffix = path.suffix.lower()
+    if suffix not in _FORMATS:
+        raise ConfigurationError(f"unknown graph format {suffix!r}: use .png, .svg, .dot, .mmd or .mermaid")
     path.parent.mkdir(parents=True, exist_ok=True)
     if suffix in (".mmd", ".mermaid"):
         path.write_text(to_mermaid(sub), encoding="utf-8")
@@ -81,6 +89,7 @@ def write_graph(graph: nx.DiGraph, path: str | os.PathLike[str], *, max_nodes: i
             return '"' + str(action).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
         clean = nx.DiGraph()
+        clean.add_nodes_from(quoted(n) for n in sub)  # actions with no kept edge too
         for u, v, d in sub.edges(data=True):
             clean.add_edge(quoted(u), quoted(v), label=f'"{int(d.get("weight", 0))}"')
         path.write_text(to_pydot(clean).to_string(), encoding="utf-8")
@@ -99,7 +108,9 @@ def write_graph(graph: nx.DiGraph, path: str | os.PathLike[str], *, max_nodes: i
         colors = [d.get("success_rate", 0.5) if d.get("success_rate") is not None else 0.5
                   for _, _, d in sub.edges(data=True)]
         nx.draw_networkx_nodes(sub, pos, ax=ax, node_color="#dbe9f6", edgecolors="#3b6ea5", node_size=900)
-        nx.draw_networkx_labels(sub, pos, ax=ax, labels={n: str(n)[:28] for n in sub}, font_size=8)
+        # "$" escaped: matplotlib reads the text between two of them as TeX math ("echo $A $B").
+        labels = {n: str(n)[:28].replace("$", r"\$") for n in sub}
+        nx.draw_networkx_labels(sub, pos, ax=ax, labels=labels, font_size=8)
         nx.draw_networkx_edges(sub, pos, ax=ax, width=[0.5 + 4 * w / top for w in weights], edge_color=colors,
                                edge_cmap=plt.cm.RdYlGn, edge_vmin=0.0, edge_vmax=1.0, arrows=True,
                                arrowsize=12, connectionstyle="arc3,rad=0.08", node_size=900)
@@ -108,6 +119,4 @@ def write_graph(graph: nx.DiGraph, path: str | os.PathLike[str], *, max_nodes: i
         fig.tight_layout()
         fig.savefig(path, format=suffix[1:], dpi=110)
         plt.close(fig)
-    else:
-        raise ConfigurationError(f"unknown graph format {suffix!r}: use .png, .svg, .dot, .mmd or .mermaid")
     return sub.number_of_nodes()

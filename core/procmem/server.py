@@ -462,6 +462,19 @@ def _field(loc: tuple[Any, ...] | list[Any]) -> str | None:
     return ".".join(parts) or None
 
 
+def _detail(error: dict[str, Any]) -> dict[str, Any]:
+    """One validation error as ``{"field", "message", "type"}``, naming the body when it is at fault."""
+    loc, kind = tuple(error.get("loc", ())), error.get("type")
+    if kind == "json_invalid":  # its loc ends with a character offset, not a field
+        why = (error.get("ctx") or {}).get("error")
+        return {"field": None, "message": f"request body is not valid JSON{f': {why}' if why else ''}", "type": kind}
+    message = str(error.get("msg", "invalid"))
+    field = _field(loc)
+    if field is None and loc[:1] == ("body",):
+        message = f"request body: {message}"
+    return {"field": field, "message": message, "type": kind}
+
+
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -473,10 +486,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        details = [
-            {"field": _field(e.get("loc", ())), "message": str(e.get("msg", "invalid")), "type": e.get("type")}
-            for e in exc.errors()
-        ]
+        details = [_detail(e) for e in exc.errors()]
         first = details[0] if details else {"field": None, "message": "invalid request"}
         message = f"{first['field']}: {first['message']}" if first["field"] else str(first["message"])
         return _error(422, "validation_error", message, first["field"], details=details)

@@ -214,3 +214,32 @@ def test_search_with_unknown_kind_names_it(env):
     result = runner.invoke(app, ["search", "deploy", "--kind", "workflows"])  # main() prints it as "error: ..."
     assert result.exit_code == 1 and isinstance(result.exception, ProcMemError)
     assert "workflows" in str(result.exception)
+
+
+def test_unwritable_graph_and_unreadable_history_are_named_once(env):
+    hist = env / "bash_history"
+    _bash_history(hist, sessions=1)
+    assert runner.invoke(app, ["learn", str(hist)]).exit_code == 0
+    # An OSError from the picture writer was a traceback.
+    out = env / "file"
+    out.write_text("")
+    g = runner.invoke(app, ["graph", "--output", str(out / "graph.svg")])
+    assert g.exit_code == 1 and not isinstance(g.exception, OSError), g.output
+    assert f"cannot write {out / 'graph.svg'}" in _said(g)
+    # The importers' messages name the file already: it was printed twice.
+    binary = env / "binary_history"
+    binary.write_bytes(b"\x00\x01" * 100)
+    bad = runner.invoke(app, ["learn", str(binary)])
+    assert bad.exit_code == 1 and _said(bad).count(str(binary)) == 1, bad.output
+    missing = runner.invoke(app, ["learn", str(env / "missing")])
+    assert missing.exit_code == 1 and "No such file" in _said(missing)
+    assert json.loads(runner.invoke(app, ["stats"]).output)["sessions"] == 1
+
+
+def test_patterns_limit_must_be_positive(env):
+    hist = env / "bash_history"
+    _bash_history(hist)
+    assert runner.invoke(app, ["learn", str(hist)]).exit_code == 0
+    for option in ("--limit", "--min-count"):
+        bad = runner.invoke(app, ["patterns", option, "-1"])
+        assert bad.exit_code == 2 and option in _said(bad), bad.output

@@ -257,3 +257,16 @@ def test_readme_cli_commands_run(fresh_user):
     assert all(peer in out["eval next-action"] for peer in ("procmem", "markov1", "ipam", "ppm5"))
     assert json.loads(out["eval retrieval"])["hit_at_1"] == 1.0
     assert [json.loads(x)["query_index"] for x in (work / "pred.jsonl").read_text().splitlines()] == [0, 1]
+
+
+def test_readme_store_options_exist():
+    """The options and variables the README gives for choosing the store are the CLI's."""
+    text = README.read_text(encoding="utf-8")
+    start = text.index("Each command but `eval` reads and writes one SQLite file")
+    paragraph = text[start:text.index("\n\n", start)]
+    named = set(re.findall(r"`(--[a-z-]+|PROCMEM_[A-Z]+)", paragraph))
+    assert {"--db", "PROCMEM_DB", "--namespace", "--embedder", "PROCMEM_EMBEDDER"} <= named
+    runner = CliRunner()
+    for command in ("learn", "predict", "patterns", "workflows", "stats", "search", "graph", "serve"):
+        said = " ".join(re.sub("[│╭╮╰╯─]", " ", runner.invoke(app, [command, "--help"]).output).split())
+        assert all(name in said for name in named), (command, said)

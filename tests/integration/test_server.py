@@ -309,6 +309,15 @@ def test_structured_errors(client):
     _assert_error(r, 422, "validation_error", "namespace")
 
 
+def test_bad_or_missing_body_is_named_as_such(client):
+    # A JSON syntax error's location ends with a character offset: it was reported as field "1".
+    r = client.post("/search", content=b"{bad json", headers={"Content-Type": "application/json"})
+    err = _assert_error(r, 422, "validation_error", None)
+    assert err["message"].startswith("request body is not valid JSON: ") and "property name" in err["message"]
+    err = _assert_error(client.post("/search"), 422, "validation_error", None)
+    assert err["message"] == "request body: Field required"
+
+
 # ---------------------------------------------------------------- API key and binding
 
 

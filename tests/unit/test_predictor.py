@@ -2,7 +2,7 @@ import networkx as nx
 import pytest
 
 from procmem.embeddings import HashingEmbedder
-from procmem.errors import ConfigurationError, InvalidSessionError
+from procmem.errors import ConfigurationError, InvalidSessionError, ValidationError
 from procmem.prediction import PEERS, IPAMPredictor, MarkovPredictor, NextActionPredictor, PPMPredictor
 from procmem.prediction.predictor import _ContextTree
 from procmem.types import SessionRecord
@@ -130,6 +130,16 @@ def test_graph_patterns_chains_stats():
     assert chain["action"] == "rm -rf <PATH>" and chain["outcomes"]["failure"] == 1
     st = p.stats()
     assert st["sessions"] == 6 and st["actions"] == 23
+
+
+def test_patterns_limit_is_validated():
+    p = _trained()
+    everything = p.patterns()
+    assert p.patterns(limit=len(everything)) == everything and p.patterns(limit=0) == []
+    # A negative limit was a slice end: the least frequent patterns went missing silently.
+    for bad in (-1, 1.5, True, "3"):
+        with pytest.raises(ValidationError, match="limit must be an int >= 0 or None"):
+            p.patterns(limit=bad)
 
 
 def test_empty_model_and_bad_input():

@@ -73,7 +73,7 @@ import networkx as nx
 import numpy as np
 
 from procmem.embeddings.base import Embedder
-from procmem.errors import ConfigurationError, InvalidSessionError
+from procmem.errors import ConfigurationError, InvalidSessionError, ValidationError
 from procmem.learning.normalize import (
     collapse_whitespace,
     extract_task_values,
@@ -1637,7 +1637,13 @@ class NextActionPredictor:
             Dicts ``{"steps", "count", "successes", "failures", "success_rate"}``, most frequent
             first; ``success_rate`` is ``successes / (successes + failures)`` in [0, 1] over
             the sessions with a known outcome, None when there is none (shell histories).
+
+        Raises:
+            ValidationError: ``limit`` is not None nor an int >= 0 (a negative one used to
+                drop the least frequent patterns silently, as a slice end).
         """
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+            raise ValidationError(f"limit must be an int >= 0 or None, got {limit!r}", field="limit", value=limit)
         out = []
         for ctx, d in self._tnext.contexts():
             for t, c in d.items():
