@@ -366,3 +366,20 @@ def test_rankings_do_not_depend_on_the_interpreters_hash_seed():
         run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
         outputs.add(run.stdout)
     assert len(outputs) == 1, outputs
+
+
+def test_session_values_keep_recency_order_and_copies_leave_the_original():
+    # The per-session value sets move a repeated value to the end (most recent) and copy before
+    # changing a shared one; many distinct values in one session stay linear to learn.
+    from procmem.prediction.predictor import _push_copy, _push_recent
+
+    d: dict = {}
+    for v in ("a", "b", "a", "c", "c"):
+        _push_recent(d, "k", v)
+    assert list(d["k"]) == ["b", "a", "c"]
+    shared = dict(d)
+    _push_copy(shared, "k", "b")
+    assert list(shared["k"]) == ["a", "c", "b"] and list(d["k"]) == ["b", "a", "c"]
+    p = NextActionPredictor()
+    p.learn_sessions([{"actions": [f"kill {i}" for i in range(5000)]}])
+    assert p.predict(["kill 7"], top_k=1)[0].action.startswith("kill ")

@@ -327,22 +327,26 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _push_recent(d: dict[Any, list[str]], key: Any, value: str) -> None:
-    """Make ``value`` the most recent (last) of ``d[key]``."""
-    lst = d.get(key)
-    if lst is None:
-        d[key] = [value]
-    elif lst[-1] != value:  # values repeat: often it is the most recent already
-        if value in lst:
-            lst.remove(value)
-        lst.append(value)
+def _push_recent(d: dict[Any, dict[str, None]], key: Any, value: str) -> None:
+    """Make ``value`` the most recent (last) of ``d[key]``, an insertion-ordered set.
+
+    A dict, not a list: moving a value to the end is O(1), so a session with many distinct
+    values (``kill 1``, ``kill 2``...) learns in linear time (a list's ``remove`` made it
+    quadratic: 34.6 s for 40,000 actions of one session).
+    """
+    seen = d.get(key)
+    if seen is None:
+        d[key] = {value: None}
+    elif next(reversed(seen)) != value:  # values repeat: often it is the most recent already
+        seen.pop(value, None)
+        seen[value] = None
 
 
-def _push_copy(d: dict[Any, list[str]], key: Any, value: str) -> None:
-    """As :func:`_push_recent`, changing a new list (so a shallow copy of ``d`` can learn)."""
-    lst = d.get(key)
-    if lst is not None and lst[-1] != value:  # the list changes: copy it first
-        d[key] = lst.copy()
+def _push_copy(d: dict[Any, dict[str, None]], key: Any, value: str) -> None:
+    """As :func:`_push_recent`, changing a new dict (so a shallow copy of ``d`` can learn)."""
+    seen = d.get(key)
+    if seen is not None and next(reversed(seen)) != value:  # it changes: copy it first
+        d[key] = seen.copy()
     _push_recent(d, key, value)
 
 
@@ -357,10 +361,11 @@ class _Live:
         self.templates: list[str] = []
         self.programs: list[str] = []
         self.task = task
-        self.slot_values: dict[tuple[str, int], list[str]] = {}
-        self.type_values: dict[str, list[str]] = {}
+        # Values seen in the session, most recent last (dicts used as insertion-ordered sets).
+        self.slot_values: dict[tuple[str, int], dict[str, None]] = {}
+        self.type_values: dict[str, dict[str, None]] = {}
         self.used: set[str] = set()  # every value in type_values
-        self.name_values: dict[str, list[str]] = {}  # slot name -> values, most recent last
+        self.name_values: dict[str, dict[str, None]] = {}  # slot name -> values
         self.task_values: dict[str, list[str]] | None = None
         self.tasks: list[str | None] = []  # the task in force at each action (turns change it)
 
