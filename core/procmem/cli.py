@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -313,13 +314,17 @@ def eval_next_action(
                   console=err_console, transient=True) as progress:
         task = progress.add_task("sessions", total=None)
         try:
-            report = evaluate_next_action(
-                data, scope=scope, peers=peer_names, output=output,
-                model_factory=lambda: NextActionPredictor(embedder=emb),
-                progress=lambda done, total: progress.update(task, completed=done, total=total),
-            )
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", UserWarning)
+                report = evaluate_next_action(
+                    data, scope=scope, peers=peer_names, output=output,
+                    model_factory=lambda: NextActionPredictor(embedder=emb),
+                    progress=lambda done, total: progress.update(task, completed=done, total=total),
+                )
         except (ProcMemError, OSError) as exc:
             _fail(str(exc))
+    for w in (w for w in caught if issubclass(w.category, UserWarning)):
+        err_console.print(f"[yellow]warning:[/] {escape(str(w.message))}")
     table = Table(title=f"{escape(data.name)}: {report.sessions} sessions, {report.targets} targets, scope {scope}")
     table.add_column("model", no_wrap=True, min_width=9)
     for col in ("top-1", "top-3", "MRR@10", "prog. top-1", "prog. top-3", "ECE", "p50 ms", "p99 ms"):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -243,6 +244,10 @@ def evaluate_next_action(
 
     Raises:
         ConfigurationError: Unknown scope or peer name.
+
+    Warns:
+        UserWarning: Sessions lack the scope's field (``user_id``, ``group``): with scope
+            user each such session is its own model, with scope group they share one.
         ImportFormatError: The file cannot be read.
         ValidationError: There is no session to evaluate.
     """
@@ -267,6 +272,12 @@ def evaluate_next_action(
     if not sessions:
         raise ValidationError(f"no sessions in {source}: nothing to evaluate", field="sessions_or_path",
                               value=source)
+    field = {"user": "user_id", "group": "group"}.get(scope)
+    missing = sum(1 for s in sessions if not getattr(s, field)) if field else 0
+    if missing:
+        fallback = "each is its own model" if scope == "user" else "they share one model"
+        warnings.warn(f"{missing} of {len(sessions)} sessions have no {field} for scope {scope!r}: {fallback}",
+                      UserWarning, stacklevel=2)
     factories: dict[str, Callable[[], Any]] = {"procmem": model_factory or _default_factory}
     factories.update(peer_factories)
     models: dict[str, dict[str, Any]] = {name: {} for name in factories}

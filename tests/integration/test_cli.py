@@ -147,6 +147,9 @@ def test_eval_next_action_writes_predictions(env):
     lines = [json.loads(x) for x in out.read_text().splitlines()]
     assert len(lines) == 15 and set(lines[0]) == {"session_id", "index", "predictions"}
     assert "markov1" in result.output and "ppm5" in result.output
+    assert "warning" not in result.output
+    grouped = runner.invoke(app, ["eval", "next-action", str(data), "--scope", "group", "--embedder", "none"])
+    assert grouped.exit_code == 0 and "warning: 3 of 3 sessions have no group" in grouped.output
 
 
 def test_console_script_runs(env):

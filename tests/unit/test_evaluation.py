@@ -98,3 +98,21 @@ def test_each_target_sees_its_turns_instruction():
                       turns=[0, 0, 1], task="do a and b do c")
     evaluate_next_action([s], scope="global", model_factory=Spy, confidence=False)
     assert seen == ["do a and b", "do a and b", "do c"]
+
+
+def test_a_scope_field_missing_from_sessions_is_warned_about(tmp_path):
+    rows = _rows()
+    for r in rows[:2]:
+        r["user_id"] = ""
+        r.pop("group")
+    sessions = load_sessions_jsonl(_write(tmp_path / "s.jsonl", rows))
+    with pytest.warns(UserWarning, match="2 of 6 sessions have no user_id for scope 'user': each is its own model"):
+        evaluate_next_action(sessions, scope="user", confidence=False)
+    with pytest.warns(UserWarning, match="2 of 6 sessions have no group for scope 'group': they share one model"):
+        evaluate_next_action(sessions, scope="group", confidence=False)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a complete file says nothing
+        evaluate_next_action(load_sessions_jsonl(_write(tmp_path / "ok.jsonl", _rows())), scope="user",
+                             confidence=False)
