@@ -62,9 +62,15 @@ def _embedder(name: str, *, allow_none: bool = False) -> Any:
     raise typer.BadParameter(f"unknown embedder {name!r}; use {choices}", param_hint="--embedder")
 
 
-def _memory(db: Path | None, namespace: str, embedder: str) -> Any:
+def _memory(db: Path | None, namespace: str, embedder: str, *, read_only: bool = False) -> Any:
+    """Open the memory; a command that only reads refuses a ``--db`` file that does not exist.
+
+    (A mistyped path would otherwise become a new, empty store that answers with nothing.)
+    """
     from procmem.memory import ProceduralMemory
 
+    if read_only and db is not None and not db.exists():
+        _fail(f"no procmem store at {db}: `procmem learn --db {db}` creates one")
     return ProceduralMemory(path=db, embedder=_embedder(embedder), namespace=namespace)
 
 
@@ -162,7 +168,7 @@ def predict(
             _fail("no shell history found ($HISTFILE, ~/.bash_history, ~/.zsh_history, fish_history) to take "
                   f"your latest commands from: {how}, or set HISTFILE to a history file")
         _fail(f"no context: your shell history has no commands; {how}")
-    memory = _memory(db, namespace, embedder)
+    memory = _memory(db, namespace, embedder, read_only=True)
     if memory.stats()["sessions"] == 0:
         _fail("nothing learned yet: run `procmem learn` first")
     preds = memory.predict_next_action(context, task=task, top_k=top_k)
@@ -183,7 +189,7 @@ def patterns(
     embedder: str = EmbedderOption,
 ) -> None:
     """Show the learned action patterns with counts and success rates."""
-    memory = _memory(db, namespace, embedder)
+    memory = _memory(db, namespace, embedder, read_only=True)
     rows = memory.patterns(min_count=min_count, limit=limit)
     table = Table(title=f"learned patterns (seen >= {min_count} times)")
     for col in ("pattern", "count", "success rate"):
@@ -207,7 +213,7 @@ def workflows(
     """Show the workflows mined from your sessions (recurring, successful sequences)."""
     from procmem.learning import outcome_summary
 
-    memory = _memory(db, namespace, embedder)
+    memory = _memory(db, namespace, embedder, read_only=True)
     learned = memory.list(kind="workflow", tags=["learned"])
     shown = [w for w in learned if show_all or w.metadata.get("status") == "promoted"]
     if not shown:
@@ -226,7 +232,7 @@ def workflows(
 @app.command()
 def stats(db: Path = DbOption, namespace: str = NsOption, embedder: str = EmbedderOption) -> None:
     """Show what the memory holds."""
-    memory = _memory(db, namespace, embedder)
+    memory = _memory(db, namespace, embedder, read_only=True)
     console.print_json(json.dumps(memory.stats(), default=str))
 
 
@@ -240,7 +246,7 @@ def search(
     embedder: str = EmbedderOption,
 ) -> None:
     """Search stored procedures (dense + BM25 + past experience)."""
-    memory = _memory(db, namespace, embedder)
+    memory = _memory(db, namespace, embedder, read_only=True)
     table = Table(title=f"procedures for: {escape(query)}")
     for col in ("score", "kind", "name", "why"):
         table.add_column(col)
@@ -260,7 +266,7 @@ def graph(
     """Draw the learned workflow graph (PNG or SVG picture; DOT or Mermaid text)."""
     from procmem.graphs import write_graph
 
-    memory = _memory(db, namespace, embedder)
+    memory = _memory(db, namespace, embedder, read_only=True)
     g = memory.workflow_graph()
     if g.number_of_nodes() == 0:
         _fail("the graph is empty: run `procmem learn` first")

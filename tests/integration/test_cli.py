@@ -214,6 +214,8 @@ def test_commands_with_brackets_and_quotes_are_shown_verbatim(env):
 
 
 def test_search_with_unknown_kind_names_it(env):
+    _bash_history(env / "hist", sessions=1)
+    assert runner.invoke(app, ["learn", str(env / "hist")]).exit_code == 0
     result = runner.invoke(app, ["search", "deploy", "--kind", "workflows"])  # main() prints it as "error: ..."
     assert result.exit_code == 1 and isinstance(result.exception, ProcMemError)
     assert "workflows" in str(result.exception)
@@ -246,3 +248,16 @@ def test_patterns_limit_must_be_positive(env):
     for option in ("--limit", "--min-count"):
         bad = runner.invoke(app, ["patterns", option, "-1"])
         assert bad.exit_code == 2 and option in _said(bad), bad.output
+
+
+def test_reading_commands_refuse_a_store_that_does_not_exist(env):
+    typo = env / "typo" / "x.sqlite3"
+    for args in (["stats"], ["patterns"], ["workflows"], ["search", "deploy"], ["predict", "ls"],
+                 ["graph", "--output", str(env / "g.dot")]):
+        result = runner.invoke(app, [*args, "--db", str(typo)])
+        said = " ".join(result.output.split())  # rich wraps long lines
+        assert result.exit_code == 1 and f"no procmem store at {typo}:" in said, (args, result.output)
+    assert not typo.parent.exists()  # nothing was created
+    _bash_history(env / "hist", sessions=1)
+    assert runner.invoke(app, ["learn", str(env / "hist"), "--db", str(typo)]).exit_code == 0
+    assert runner.invoke(app, ["stats", "--db", str(typo)]).exit_code == 0
