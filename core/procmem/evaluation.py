@@ -244,12 +244,12 @@ def evaluate_next_action(
 
     Raises:
         ConfigurationError: Unknown scope or peer name.
+        ImportFormatError: The file cannot be read.
+        ValidationError: There is no session to evaluate.
 
     Warns:
         UserWarning: Sessions lack the scope's field (``user_id``, ``group``): with scope
             user each such session is its own model, with scope group they share one.
-        ImportFormatError: The file cannot be read.
-        ValidationError: There is no session to evaluate.
     """
     if scope not in _SCOPES:
         raise ConfigurationError(f"scope must be one of {_SCOPES}, got {scope!r}")

@@ -619,8 +619,8 @@ class ProceduralMemory:
         several procedures costs one embedding.
 
         Args:
-            items: ``(query, procedure_id[, success])`` tuples, mappings with those keys, or
-                :class:`Usage` records (which keep their own namespace).
+            items: ``(query, procedure_id[, success[, namespace]])`` tuples, mappings with
+                those keys, or :class:`Usage` records.
             namespace: The namespace of tuples and mappings that name none (default: this
                 memory's).
             batch_size: Usages written per batch; each batch is one transaction.
@@ -633,16 +633,7 @@ class ProceduralMemory:
             ProcedureNotFoundError: An id is unknown, or names a procedure of another namespace
                 than the usage's; nothing of that batch was written.
         """
-        ns = self._ns(namespace)
-
-        def with_ns(item: Any) -> Any:
-            if isinstance(item, (tuple, list)) and len(item) in (2, 3):
-                return (*item, True, ns) if len(item) == 2 else (*item, ns)
-            if isinstance(item, Mapping) and "namespace" not in item:
-                return {**item, "namespace": ns}
-            return item
-
-        return self.retriever.record_usages((with_ns(item) for item in items), batch_size=batch_size)
+        return self.retriever.record_usages(items, namespace=self._ns(namespace), batch_size=batch_size)
 
     def record_outcome(
         self,

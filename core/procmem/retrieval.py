@@ -774,6 +774,7 @@ class HybridRetriever:
         self,
         items: Iterable[Usage | tuple[Any, ...] | Mapping[str, Any]],
         *,
+        namespace: str = "default",
         batch_size: int = 256,
     ) -> int:
         """Remember many past requests at once, embedding them in batches.
@@ -781,6 +782,7 @@ class HybridRetriever:
         Args:
             items: :class:`Usage` records, ``(query, procedure_id[, success[, namespace]])``
                 tuples or mappings with those keys.
+            namespace: The namespace of tuples and mappings that name none.
             batch_size: Usages written per batch (each distinct request of a batch is embedded
                 once).
 
@@ -795,7 +797,7 @@ class HybridRetriever:
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValidationError(f"batch_size must be an int >= 1, got {batch_size!r}",
                                   field="batch_size", value=batch_size)
-        usages = [self._usage(i, item) for i, item in enumerate(items)]
+        usages = [self._usage(i, item, namespace) for i, item in enumerate(items)]
         exp = self._experience()
         for start in range(0, len(usages), batch_size):
             batch = usages[start:start + batch_size]
@@ -826,7 +828,7 @@ class HybridRetriever:
         return len(usages)
 
     @staticmethod
-    def _usage(i: int, item: Any) -> Usage:
+    def _usage(i: int, item: Any, namespace: str) -> Usage:
         if isinstance(item, Usage):
             return item
         if isinstance(item, Mapping):
@@ -844,7 +846,7 @@ class HybridRetriever:
         if not isinstance(pid, str) or not pid:
             raise ValidationError(f"usage {i}: procedure_id must be a non-empty str, got {pid!r}",
                                   field="procedure_id", value=pid)
-        ns = data.get("namespace", "default")
+        ns = data.get("namespace", namespace)
         if not isinstance(ns, str) or not ns.strip():
             raise ValidationError(f"usage {i}: namespace must be a non-blank str, got {ns!r}", field="namespace",
                                   value=ns)
